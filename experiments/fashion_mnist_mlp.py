@@ -1,0 +1,24 @@
+"""Fashion-MNIST, 2-hidden-layer MLP baseline.
+
+Command:  python -m jaxtrain train --config experiments/fashion_mnist_mlp.py --workdir runs/fm_mlp
+Hardware: 2 CPU cores (x86_64), no GPU.
+Result:   (measured; see README).
+"""
+
+from jaxtrain.config import get_config as base_config
+
+
+def get_config():
+    c = base_config()
+    c.total_steps = 3000
+    c.batch_size = 128
+    c.eval_every = 1000
+    c.model.name = "mlp"
+    c.model.features = (512, 256)
+    c.model.norm = "layernorm"
+    c.model.init = "xavier"
+    c.model.dropout = 0.2
+    c.optimizer.name = "adamw"
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.warmup_steps = 100
+    return c

@@ -1,0 +1,68 @@
+"""A small VGG-style convolutional classifier.
+
+Letters: B batch, H/W spatial, C channels, K classes.
+"""
+
+from collections.abc import Sequence
+
+import jax
+from flax import nnx
+
+from jaxtrain.models.layers import Norm, get_initializer
+
+
+class ConvBlock(nnx.Module):
+    """3x3 conv -> norm -> relu."""
+
+    def __init__(self, cin: int, cout: int, *, init: str, norm: str, rngs: nnx.Rngs):
+        # The conv bias is redundant before a norm layer, so it is dropped there.
+        self.conv = nnx.Conv(
+            cin, cout, (3, 3), use_bias=norm == "none", kernel_init=get_initializer(init),
+            rngs=rngs,
+        )
+        self.norm = Norm(norm, cout, rngs=rngs)
+
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        return nnx.relu(self.norm(self.conv(x), train=train))
+
+
+class CNN(nnx.Module):
+    """[conv block x convs_per_stage -> 2x2 max-pool] per stage -> dense -> dropout -> dense."""
+
+    def __init__(
+        self,
+        *,
+        in_shape: Sequence[int],
+        features: Sequence[int],
+        convs_per_stage: int,
+        hidden: int,
+        num_classes: int,
+        init: str,
+        norm: str,
+        dropout: float,
+        rngs: nnx.Rngs,
+    ):
+        height, width, cin = in_shape
+        blocks = []
+        for cout in features:
+            for _ in range(convs_per_stage):
+                blocks.append(ConvBlock(cin, cout, init=init, norm=norm, rngs=rngs))
+                cin = cout
+        self.blocks = nnx.List(blocks)
+        self.convs_per_stage = convs_per_stage
+        self.dropout = nnx.Dropout(dropout)
+        kinit = get_initializer(init)
+        # Each stage halves H and W (floor), so the flattened size is known up front.
+        pooled = (height >> len(features)) * (width >> len(features))
+        self.hidden = nnx.Linear(cin * pooled, hidden, kernel_init=kinit, rngs=rngs)
+        self.head = nnx.Linear(hidden, num_classes, kernel_init=kinit, rngs=rngs)
+
+    def __call__(self, x_BxHxWxC: jax.Array, *, train: bool, dropout_key: jax.Array) -> jax.Array:
+        x = x_BxHxWxC
+        for i, block in enumerate(self.blocks):
+            x = block(x, train=train)
+            if (i + 1) % self.convs_per_stage == 0:
+                x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+        x = nnx.relu(self.hidden(x.reshape(x.shape[0], -1)))
+        x = self.dropout(x, deterministic=not train, rngs=dropout_key)
+        return self.head(x)  # logits_BxK

@@ -1,0 +1,39 @@
+"""A multilayer perceptron classifier."""
+
+from collections.abc import Sequence
+
+import jax
+from flax import nnx
+
+from jaxtrain.models.layers import Norm, get_initializer
+
+
+class MLP(nnx.Module):
+    """Flatten -> [dense -> norm -> relu -> dropout] x len(features) -> dense."""
+
+    def __init__(
+        self,
+        *,
+        in_features: int,
+        features: Sequence[int],
+        num_classes: int,
+        init: str,
+        norm: str,
+        dropout: float,
+        rngs: nnx.Rngs,
+    ):
+        kinit = get_initializer(init)
+        widths = [in_features, *features]
+        self.dense = nnx.List(
+            [nnx.Linear(a, b, kernel_init=kinit, rngs=rngs) for a, b in zip(widths, widths[1:])]
+        )
+        self.norms = nnx.List([Norm(norm, f, rngs=rngs) for f in features])
+        self.dropout = nnx.Dropout(dropout)
+        self.head = nnx.Linear(widths[-1], num_classes, kernel_init=kinit, rngs=rngs)
+
+    def __call__(self, x_BxHxWxC: jax.Array, *, train: bool, dropout_key: jax.Array) -> jax.Array:
+        x = x_BxHxWxC.reshape(x_BxHxWxC.shape[0], -1)
+        for i, (dense, norm) in enumerate(zip(self.dense, self.norms)):
+            x = nnx.relu(norm(dense(x), train=train))
+            x = self.dropout(x, deterministic=not train, rngs=jax.random.fold_in(dropout_key, i))
+        return self.head(x)

@@ -1,0 +1,160 @@
+"""The train state pytree and the pure train/eval steps.
+
+Letters: B global batch, A gradient-accumulation micro-batches, M micro-batch size, K classes.
+"""
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from jaxtrain.losses import cross_entropy
+from jaxtrain.metrics import confusion_matrix
+
+Batch = dict[str, jax.Array]
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything the step needs. `rng` is the run's base key; per-step keys are folded from it."""
+
+    step: jax.Array
+    params: nnx.State
+    opt_state: optax.OptState
+    rng: jax.Array
+    model_state: nnx.State  # non-parameter collections, e.g. batch statistics
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+    """The static (non-array) parts of the step; closed over, never traced."""
+
+    graphdef: nnx.GraphDef
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    num_classes: int
+    label_smoothing: float
+    grad_accum_steps: int
+
+
+def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
+    """Splits a model into (graphdef, params, everything else)."""
+    return nnx.split(model, nnx.Param, ...)
+
+
+def init_train_state(
+    create_model: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransformation, seed: int
+) -> TrainState:
+    """Builds the state from a seed. Meant to run under jit with out_shardings."""
+    init_key, run_key = jax.random.split(jax.random.key(seed))
+    _, params, model_state = split_model(create_model(nnx.Rngs(params=init_key)))
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        rng=run_key,
+        model_state=model_state,
+    )
+
+
+def _forward(spec: StepSpec, params, model_state, x, *, train: bool, dropout_key):
+    model = nnx.merge(spec.graphdef, params, model_state, copy=True)
+    logits = model(x, train=train, dropout_key=dropout_key)
+    return logits, nnx.state(model, nnx.Not(nnx.Param))
+
+
+def _micro_grads(spec: StepSpec, params, model_state, batch: Batch, key):
+    """Loss gradient and stats for one micro-batch."""
+
+    def loss_fn(p):
+        logits, new_model_state = _forward(
+            spec, p, model_state, batch["image"], train=True, dropout_key=key
+        )
+        losses = cross_entropy(logits, batch["label"], label_smoothing=spec.label_smoothing)
+        correct = jnp.sum(jnp.argmax(logits, -1) == batch["label"])
+        return jnp.mean(losses), (new_model_state, correct)
+
+    (loss, (model_state, correct)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return grads, model_state, loss, correct
+
+
+def _split_micro(batch: Batch, num_micro: int) -> Batch:
+    """[B, ...] -> [A, M, ...], taking examples strided by A.
+
+    Each device holds a contiguous block of B/devices rows; striding keeps every micro-batch
+    spread evenly over all devices instead of living on a few of them.
+    """
+    return jax.tree.map(
+        lambda x: jnp.swapaxes(x.reshape(x.shape[0] // num_micro, num_micro, *x.shape[1:]), 0, 1),
+        batch,
+    )
+
+
+def train_step(spec: StepSpec, state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+    """One optimizer update on a global batch; pure. Returns (new state, flat scalar metrics)."""
+    key = jax.random.fold_in(state.rng, state.step)
+    num_micro = spec.grad_accum_steps
+    if num_micro == 1:
+        grads, model_state, loss, correct = _micro_grads(
+            spec, state.params, state.model_state, batch, key
+        )
+    else:
+        # Mean of equal-size micro-batch gradients equals the big batch's gradient.
+        def body(carry, xs):
+            grads_sum, ms = carry
+            micro, i = xs
+            g, ms, loss_i, correct_i = _micro_grads(
+                spec, state.params, ms, micro, jax.random.fold_in(key, i)
+            )
+            return (jax.tree.map(jnp.add, grads_sum, g), ms), (loss_i, correct_i)
+
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        xs = (_split_micro(batch, num_micro), jnp.arange(num_micro))
+        (grads, model_state), (losses, corrects) = jax.lax.scan(
+            body, (zeros, state.model_state), xs
+        )
+        grads = jax.tree.map(lambda g: g / num_micro, grads)
+        loss, correct = jnp.mean(losses), jnp.sum(corrects)
+
+    updates, opt_state = spec.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {
+        "loss": loss,
+        "accuracy": correct / batch["label"].shape[0],
+        "grad_norm": optax.global_norm(grads),
+        "learning_rate": spec.schedule(state.step),
+        # -1 while finite; otherwise this step, so the loop can name the first bad step.
+        "nonfinite_step": jnp.where(jnp.isfinite(loss), -1, state.step),
+    }
+    new_state = state.replace(
+        step=state.step + 1, params=params, opt_state=opt_state, model_state=model_state
+    )
+    return new_state, metrics
+
+
+def accumulate_train_metrics(total: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Sums metrics between log steps on device; keeps the first non-finite step."""
+    out = {k: total[k] + new[k] for k in new if k != "nonfinite_step"}
+    first = total["nonfinite_step"]
+    out["nonfinite_step"] = jnp.where(first >= 0, first, new["nonfinite_step"])
+    return out
+
+
+def eval_step(spec: StepSpec, state: TrainState, batch: Batch) -> dict[str, jax.Array]:
+    """Masked loss sum, example count and confusion matrix for one (possibly padded) batch."""
+    logits, _ = _forward(
+        spec, state.params, state.model_state, batch["image"], train=False, dropout_key=state.rng
+    )
+    mask = batch["mask"]
+    losses = cross_entropy(logits, batch["label"], label_smoothing=0.0)
+    preds = jnp.argmax(logits, -1)
+    return {
+        "loss_sum": jnp.sum(losses * mask),
+        "count": jnp.sum(mask),
+        "confusion": confusion_matrix(batch["label"], preds, mask, spec.num_classes),
+    }

@@ -1,0 +1,238 @@
+"""train_and_evaluate: the one linear training loop."""
+
+import dataclasses
+import functools
+import logging
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+from flax import nnx
+
+from jaxtrain import data as data_lib
+from jaxtrain import metrics as metrics_lib
+from jaxtrain import models, optim, provenance, sharding
+from jaxtrain.config import validate_config
+from jaxtrain.step import (
+    StepSpec,
+    TrainState,
+    accumulate_train_metrics,
+    eval_step,
+    init_train_state,
+    split_model,
+    train_step,
+)
+from jaxtrain.writers import MetricWriter, write_json
+
+log = logging.getLogger(__name__)
+
+
+def resolve_data_dir(data_dir: str) -> str:
+    """config.data.data_dir, else $JAXTRAIN_DATA_DIR, else ./.data/tfds."""
+    return data_dir or os.environ.get("JAXTRAIN_DATA_DIR") or os.path.join(".data", "tfds")
+
+
+def _make_schedule(c: ml_collections.ConfigDict) -> optax.Schedule:
+    o = c.optimizer
+    return optim.get_schedule(
+        o.schedule, learning_rate=o.learning_rate, total_steps=c.total_steps,
+        warmup_steps=o.warmup_steps, end_lr_factor=o.end_lr_factor, decay_rate=o.decay_rate,
+        boundaries=tuple(o.boundaries), decay_steps=o.decay_steps,
+        restart_period=o.restart_period, restart_mult=o.restart_mult,
+    )
+
+
+def _make_optimizer(c: ml_collections.ConfigDict, schedule: optax.Schedule):
+    o = c.optimizer
+    return optim.get_optimizer(
+        o.name, schedule, weight_decay=o.weight_decay, clip_norm=o.clip_norm,
+        momentum=o.momentum, b1=o.b1, b2=o.b2, eps=o.eps,
+    )
+
+
+def _model_factory(c: ml_collections.ConfigDict, in_shape: tuple[int, ...]):
+    m = c.model
+    return functools.partial(
+        models.create_model, m.name, num_classes=m.num_classes, init=m.init, norm=m.norm,
+        dropout=m.dropout, features=tuple(m.features), convs_per_stage=m.convs_per_stage,
+        hidden=m.hidden, in_shape=in_shape,
+    )
+
+
+def create_state_and_steps(c: ml_collections.ConfigDict, mesh, in_shape: tuple[int, ...]):
+    """Initializes the state sharded over `mesh` and compiles-on-first-call the two steps.
+
+    Init goes eval_shape -> shardings -> jit(init, out_shardings), so params are created directly
+    where they live instead of on one device first.
+    """
+    schedule = _make_schedule(c)
+    tx = _make_optimizer(c, schedule)
+    create = _model_factory(c, in_shape)
+    graphdef, _, _ = split_model(nnx.eval_shape(lambda: create(rngs=nnx.Rngs(0))))
+    init = functools.partial(init_train_state, lambda rngs: create(rngs=rngs), tx, c.seed)
+    abstract = jax.eval_shape(init)
+    state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
+    state = jax.jit(init, out_shardings=state_sharding)()
+    spec = StepSpec(
+        graphdef=graphdef, tx=tx, schedule=schedule, num_classes=c.model.num_classes,
+        label_smoothing=c.loss.label_smoothing, grad_accum_steps=c.optimizer.grad_accum_steps,
+    )
+    data_sharding = sharding.batch_sharding(mesh)
+    metrics_sharding = sharding.replicated(mesh)
+    train = jax.jit(
+        functools.partial(train_step, spec),
+        in_shardings=(state_sharding, data_sharding),
+        out_shardings=(state_sharding, metrics_sharding),
+        donate_argnums=(0,),
+    )
+    evaluate = jax.jit(
+        functools.partial(eval_step, spec),
+        in_shardings=(state_sharding, data_sharding),
+        out_shardings=metrics_sharding,
+    )
+    return state, train, evaluate
+
+
+def evaluate_split(
+    c: ml_collections.ConfigDict, split: str, state: TrainState, eval_fn, mesh, data_dir: str
+) -> tuple[dict[str, float], np.ndarray]:
+    """One pass over a split. Sums stay on device; one fetch at the end."""
+    batches = data_lib.create_eval_iterator(
+        c.data.name, split=split, data_dir=data_dir, validation_size=c.data.validation_size,
+        global_batch_size=c.eval_batch_size, num_classes=c.model.num_classes,
+        process_index=jax.process_index(), process_count=jax.process_count(),
+    )
+    total = None
+    for local in batches:
+        total = metrics_lib.accumulate(
+            total, eval_fn(state, sharding.make_global_batch(local, sharding.batch_sharding(mesh)))
+        )
+    total = jax.device_get(total)
+    confusion = np.asarray(total["confusion"])
+    summary = {"loss": float(total["loss_sum"] / total["count"])}
+    summary.update(metrics_lib.summarize_confusion(confusion))
+    return {f"{split}/{k}": v for k, v in summary.items()}, confusion
+
+
+def _log_train(writer, bar, step, total, steps, dt, global_batch) -> dict[str, float]:
+    total = jax.device_get(total)
+    metrics_lib.check_finite(float(total["loss"]), int(total["nonfinite_step"]), step)
+    scalars = {f"train/{k}": float(v) / steps for k, v in total.items() if k != "nonfinite_step"}
+    scalars["perf/steps_per_sec"] = steps / dt
+    scalars["perf/examples_per_sec"] = steps * global_batch / dt
+    writer.write(step, scalars)
+    bar.set_postfix(
+        loss=f"{scalars['train/loss']:.4f}",
+        steps_s=f"{scalars['perf/steps_per_sec']:.1f}",
+        ex_s=f"{scalars['perf/examples_per_sec']:.0f}",
+    )
+    return scalars
+
+
+def _write_eval(workdir, writer, step, scalars, confusion, split) -> None:
+    writer.write(step, scalars)
+    if writer.enabled:
+        path = os.path.join(workdir, "eval", f"confusion_{split}_step{step}.json")
+        write_json(path, {"step": step, "split": split, "rows_true_cols_pred": confusion.tolist()})
+
+
+@dataclasses.dataclass
+class RunResult:
+    state: TrainState
+    metrics: dict[str, float]  # last train log, last validation and the test evaluation
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True
+) -> RunResult:
+    """Trains, evaluates on validation every eval_every steps and on test at the end."""
+    # --- setup: validate before anything compiles, record the run -------------------------
+    c = config
+    mesh = sharding.create_mesh(c.num_devices)
+    validate_config(c, mesh.size)
+    data_dir = resolve_data_dir(c.data.data_dir)
+    info = data_lib.get_dataset_info(c.data.name, data_dir, c.data.validation_size)
+    if info.num_classes != c.model.num_classes:
+        raise ValueError(
+            f"config.model.num_classes={c.model.num_classes} but dataset {c.data.name!r} has "
+            f"{info.num_classes} classes"
+        )
+    is_main = jax.process_index() == 0
+    if is_main:
+        os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
+        write_json(os.path.join(workdir, "config.json"), c.to_dict())
+        write_json(
+            os.path.join(workdir, "provenance.json"),
+            provenance.collect_provenance(dict(mesh.shape)),
+        )
+    writer = MetricWriter(workdir, enabled=is_main)
+
+    # --- data ---------------------------------------------------------------------------
+    train_iter = data_lib.create_train_iterator(
+        c.data.name, data_dir=data_dir, validation_size=c.data.validation_size,
+        global_batch_size=c.batch_size, seed=c.seed, num_classes=c.model.num_classes,
+        process_index=jax.process_index(), process_count=jax.process_count(),
+        worker_count=c.data.worker_count, prefetch=c.data.prefetch,
+    )
+
+    # --- model, optimizer, shardings ----------------------------------------------------
+    state, train_fn, eval_fn = create_state_and_steps(c, mesh, tuple(info.image_shape))
+    accumulate = jax.jit(accumulate_train_metrics)
+    data_sharding = sharding.batch_sharding(mesh)
+    log.info("mesh %s; %d params", dict(mesh.shape), _count_params(state))
+
+    # --- loop -----------------------------------------------------------------------------
+    start = int(state.step)
+    bar = tqdm.tqdm(total=c.total_steps, initial=start, disable=not (progress and is_main),
+                    desc="train", unit="step", dynamic_ncols=True)
+    final: dict[str, float] = {}
+    total, since, t_last = None, 0, time.perf_counter()
+    t_start = t_last
+    for step in range(start, c.total_steps):
+        batch = sharding.make_global_batch(next(train_iter), data_sharding)
+        state, step_metrics = train_fn(state, batch)
+        total = step_metrics if total is None else accumulate(total, step_metrics)
+        since += 1
+        bar.update(1)
+        done = step + 1
+        if done % c.log_every == 0 or done == c.total_steps:
+            # The only host sync of the loop: fetching the summed metrics.
+            now = time.perf_counter()
+            final.update(_log_train(writer, bar, done, total, since, now - t_last, c.batch_size))
+            total, since, t_last = None, 0, now
+        if done % c.eval_every == 0 or done == c.total_steps:
+            scalars, confusion = evaluate_split(c, "validation", state, eval_fn, mesh, data_dir)
+            _write_eval(workdir, writer, done, scalars, confusion, "validation")
+            final.update(scalars)
+    bar.close()
+
+    # --- final evaluation on the test split ----------------------------------------------
+    scalars, confusion = evaluate_split(c, "test", state, eval_fn, mesh, data_dir)
+    _write_eval(workdir, writer, c.total_steps, scalars, confusion, "test")
+    final.update(scalars)
+    final["time/train_seconds"] = time.perf_counter() - t_start
+    writer.close()
+    if is_main:
+        write_json(os.path.join(workdir, "final_metrics.json"), final)
+        print(_summary_line(c.total_steps, final), flush=True)
+    return RunResult(state=state, metrics=final)
+
+
+def _count_params(state: TrainState) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
+
+
+def _summary_line(steps: int, final: dict[str, Any]) -> str:
+    keys = ("train/loss", "validation/accuracy", "test/loss", "test/accuracy", "test/f1_macro")
+    parts = [f"{k}={final[k]:.4f}" for k in keys if k in final]
+    return f"done: {steps} steps in {final['time/train_seconds']:.1f}s; " + " ".join(parts)
+
+
+def params_digest(state: TrainState) -> np.ndarray:
+    """All params flattened to one host array, for bitwise comparisons."""
+    return np.concatenate([np.asarray(x).ravel() for x in jax.tree.leaves(state.params)])

@@ -1,0 +1,92 @@
+"""Config validation and the CLI's handling of bad configs."""
+
+import subprocess
+import sys
+
+import pytest
+
+from jaxtrain.config import ConfigError, get_config, validate_config
+
+REPO = __file__.rsplit("/tests/", 1)[0]
+
+
+def test_base_config_is_valid():
+    validate_config(get_config(), num_devices=8)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("total_steps", 0, "config.total_steps: must be > 0"),
+        ("batch_size", 100, "config.batch_size: 100 is not divisible"),
+        ("eval_batch_size", 1001, "config.eval_batch_size: 1001 is not divisible"),
+        ("optimizer.name", "adamax", "config.optimizer.name: 'adamax' is not one of"),
+        ("optimizer.schedule", "cosine_warmup_10p", "config.optimizer.schedule"),
+        ("optimizer.learning_rate", -1.0, "config.optimizer.learning_rate: must be > 0"),
+        ("optimizer.warmup_steps", 5000, "config.optimizer.warmup_steps"),
+        ("optimizer.grad_accum_steps", 0, "config.optimizer.grad_accum_steps: must be >= 1"),
+        ("model.name", "resnet9000", "config.model.name"),
+        ("model.init", "orthogonal", "config.model.init"),
+        ("model.dropout", 1.0, "config.model.dropout"),
+        ("loss.label_smoothing", 1.5, "config.loss.label_smoothing"),
+    ],
+)
+def test_impossible_values_name_the_field(field, value, message):
+    c = get_config()
+    node, _, leaf = field.rpartition(".")
+    (c[node] if node else c)[leaf] = value
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        validate_config(c, num_devices=8)
+
+
+def test_batch_must_divide_devices_times_accumulation():
+    c = get_config()
+    c.batch_size, c.optimizer.grad_accum_steps = 64, 16
+    with pytest.raises(ConfigError, match="8 x 16"):
+        validate_config(c, num_devices=8)
+
+
+def test_config_is_locked():
+    c = get_config()
+    c.lock()
+    with pytest.raises(AttributeError):
+        c.optimizer.learnin_rate = 0.1
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "jaxtrain", *args], capture_output=True, text=True, cwd=REPO,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("--config.optimizer.learnin_rate=0.1", "learnin_rate"),
+        ("--config.total_steps=abc", "total_steps"),
+        ("--config.total_steps=0", "config.total_steps: must be > 0"),
+        ("--config.batch_size=100", "config.batch_size"),
+    ],
+)
+def test_cli_rejects_bad_config_before_compiling(tmp_path, override, expected):
+    out = _cli("train", "--config", "experiments/fashion_mnist_cnn.py",
+               "--workdir", str(tmp_path / "run"), override)
+    assert out.returncode != 0
+    assert expected in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_cli_rejects_unknown_command_and_missing_workdir():
+    out = _cli("trian")
+    assert out.returncode == 2 and "expected a command" in out.stderr
+    out = _cli("train", "--config", "experiments/fashion_mnist_cnn.py")
+    assert out.returncode == 2 and "--workdir is required" in out.stderr
+
+
+def test_cli_missing_config_file(tmp_path):
+    out = _cli("train", "--config", "experiments/no_such_experiment.py", "--workdir", str(tmp_path))
+    assert out.returncode == 2
+    assert "cannot load --config" in out.stderr and "no_such_experiment.py" in out.stderr
+    assert "Traceback" not in out.stderr
