@@ -126,7 +126,7 @@ def train_step(spec: StepSpec, state: TrainState, batch: Batch) -> tuple[TrainSt
     metrics = {
         "loss": loss,
         "accuracy": correct / batch["label"].shape[0],
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": optax.tree.norm(grads),
         "learning_rate": spec.schedule(state.step),
         # -1 while finite; otherwise this step, so the loop can name the first bad step.
         "nonfinite_step": jnp.where(jnp.isfinite(loss), -1, state.step),

@@ -4,6 +4,7 @@ import dataclasses
 import functools
 import logging
 import os
+import sys
 import time
 from typing import Any
 
@@ -188,8 +189,10 @@ def train_and_evaluate(
 
     # --- loop -----------------------------------------------------------------------------
     start = int(state.step)
-    bar = tqdm.tqdm(total=c.total_steps, initial=start, disable=not (progress and is_main),
-                    desc="train", unit="step", dynamic_ncols=True)
+    bar = tqdm.tqdm(
+        total=c.total_steps, initial=start, disable=not (progress and is_main), desc="train",
+        unit="step", dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0,
+    )
     final: dict[str, float] = {}
     total, since, t_last = None, 0, time.perf_counter()
     t_start = t_last

@@ -1,0 +1,1 @@
+"""Offline TFDS builders for the datasets jaxtrain can build without internet."""

@@ -1,0 +1,289 @@
+"""Tests for the Fashion-MNIST builder and the grain pipelines, on the real dataset.
+
+Raw IDX files are looked up in $JAXTRAIN_FMNIST_RAW, /usr/share/datasets/fashion-mnist, then
+<repo>/.data/raw/fashion-mnist/...; a prepared $JAXTRAIN_DATA_DIR is reused to save ~10 s.
+"""
+
+import collections
+import gzip
+import os
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+
+from jaxtrain import data
+from jaxtrain.data.builders import fashion_mnist
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+NAME = "fashion_mnist"
+MEAN, STD = 0.2860, 0.3530
+IDX_FILES = fashion_mnist.IDX_FILES
+
+
+def _find_raw_dir() -> str | None:
+    candidates = (
+        os.environ.get("JAXTRAIN_FMNIST_RAW"),
+        "/usr/share/datasets/fashion-mnist",
+        str(REPO / ".data/raw/fashion-mnist/usr/share/datasets/fashion-mnist"),
+    )
+    for candidate in candidates:
+        if candidate and all(os.path.isfile(os.path.join(candidate, f)) for f in IDX_FILES):
+            return candidate
+    return None
+
+
+def _require_raw_dir() -> str:
+    raw_dir = _find_raw_dir()
+    if raw_dir is None:
+        pytest.fail(
+            "Fashion-MNIST IDX files not found. Run `apt-get install -y dataset-fashion-mnist`, "
+            "extract the .deb into .data/raw/fashion-mnist, or set JAXTRAIN_FMNIST_RAW."
+        )
+    return raw_dir
+
+
+@pytest.fixture(scope="session")
+def raw_dir() -> str:
+    return _require_raw_dir()
+
+
+@pytest.fixture(scope="session")
+def raw_arrays(raw_dir) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return {
+        split: fashion_mnist.read_split(split, _raw_paths(raw_dir)) for split in ("train", "test")
+    }
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> str:
+    cached = os.environ.get("JAXTRAIN_DATA_DIR")
+    if cached and fashion_mnist.FashionMnist(data_dir=cached).is_prepared():
+        return cached
+    target = cached or str(tmp_path_factory.mktemp("tfds"))
+    data.prepare_dataset(NAME, target, manual_dir=_require_raw_dir())
+    return target
+
+
+def _raw_paths(raw_dir: str) -> dict[str, str]:
+    return {f: os.path.join(raw_dir, f) for f in IDX_FILES}
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    """Undoes the pipeline's normalisation, to compare with raw pixels."""
+    return np.rint((image * STD + MEAN) * 255.0).astype(np.uint8)
+
+
+def _train_iterator(data_dir: str, **kwargs):
+    args = dict(
+        data_dir=data_dir, validation_size=5000, global_batch_size=32, seed=0, num_classes=10
+    )
+    return data.create_train_iterator(NAME, **(args | kwargs))
+
+
+# Builder and decoding.
+
+
+def test_decoded_idx_has_published_statistics(raw_arrays):
+    train_images, train_labels = raw_arrays["train"]
+    test_images, test_labels = raw_arrays["test"]
+    assert train_images.shape == (60000, 28, 28) and test_images.shape == (10000, 28, 28)
+    np.testing.assert_array_equal(np.bincount(train_labels), np.full(10, 6000))
+    np.testing.assert_array_equal(np.bincount(test_labels), np.full(10, 1000))
+    assert abs(train_images.mean(dtype=np.float64) / 255 - MEAN) < 1e-3
+    assert abs(train_images.std(dtype=np.float64) / 255 - STD) < 1e-3
+    fashion_mnist.check_statistics(raw_arrays)
+
+
+def test_check_statistics_rejects_other_data(raw_arrays):
+    images, labels = raw_arrays["train"]
+    with pytest.raises(ValueError, match="class counts"):
+        fashion_mnist.check_statistics({"train": (images, np.zeros_like(labels))})
+    with pytest.raises(ValueError, match="pixel mean"):
+        fashion_mnist.check_statistics({"train": (images // 2, labels)})
+
+
+@pytest.mark.parametrize(
+    "bad_file, content, message",
+    [
+        ("train-labels-idx1-ubyte.gz", gzip.compress(b"\0\0\x08\x03" + bytes(60)), "magic"),
+        ("t10k-images-idx3-ubyte.gz", None, "gzip"),  # None: truncate the real file.
+    ],
+    ids=["wrong_magic", "truncated"],
+)
+def test_bad_idx_file_is_named(tmp_path, raw_dir, bad_file, content, message):
+    manual_dir = tmp_path / "manual"
+    shutil.copytree(raw_dir, manual_dir)
+    if content is None:
+        content = (manual_dir / bad_file).read_bytes()[:5000]
+    (manual_dir / bad_file).write_bytes(content)
+    with pytest.raises(ValueError, match=message) as err:
+        data.prepare_dataset(NAME, str(tmp_path / "data"), manual_dir=str(manual_dir))
+    assert str(manual_dir / bad_file) in str(err.value)
+
+
+def test_incomplete_manual_dir_fails_fast(tmp_path, monkeypatch):
+    monkeypatch.setattr(fashion_mnist, "SYSTEM_DIR", str(tmp_path / "no_system_copy"))
+    with pytest.raises(FileNotFoundError, match="t10k-labels-idx1-ubyte.gz"):
+        data.prepare_dataset(NAME, str(tmp_path / "data"), manual_dir=str(tmp_path))
+
+
+def test_prepare_is_a_noop_when_prepared(data_dir):
+    info_file = pathlib.Path(data_dir, "jaxtrain_fashion_mnist", "1.0.0", "dataset_info.json")
+    mtime = info_file.stat().st_mtime_ns
+    data.prepare_dataset(NAME, data_dir)
+    assert info_file.stat().st_mtime_ns == mtime
+
+
+def test_prepared_splits_keep_source_order(data_dir, raw_arrays):
+    builder = fashion_mnist.FashionMnist(data_dir=data_dir)
+    for split, index in (("train", 0), ("train", 59999), ("test", 1234)):
+        example = builder.as_data_source(split)[index]
+        images, labels = raw_arrays[split]
+        np.testing.assert_array_equal(example["image"][..., 0], images[index])
+        assert example["label"] == labels[index]
+
+
+# Pipeline.
+
+
+def test_dataset_info_split_sizes(data_dir):
+    info = data.get_dataset_info(NAME, data_dir, validation_size=5000)
+    assert (info.num_train, info.num_validation, info.num_test) == (55000, 5000, 10000)
+    assert info.num_classes == 10 and info.image_shape == (28, 28, 1)
+    assert info.class_names[0] == "T-shirt/top" and info.class_names[-1] == "Ankle boot"
+    assert data.get_dataset_info(NAME, data_dir, validation_size=0).num_train == 60000
+
+
+def test_train_batch_format(data_dir, raw_arrays):
+    batch = next(_train_iterator(data_dir))
+    assert set(batch) == {"image", "label"}
+    assert batch["image"].dtype == np.float32 and batch["image"].shape == (32, 28, 28, 1)
+    assert batch["label"].dtype == np.int32 and batch["label"].shape == (32,)
+    # Every example must be a real training image (not one of the validation tail).
+    train_images = {image.tobytes() for image in raw_arrays["train"][0][:55000]}
+    assert all(_to_uint8(image[..., 0]).tobytes() in train_images for image in batch["image"])
+
+
+def test_same_seed_same_batches_and_state_restore(data_dir):
+    first = _train_iterator(data_dir, seed=7)
+    batches = [next(first) for _ in range(3)]
+    state = first.get_state()
+    expected_next = [next(first) for _ in range(2)]
+
+    replay = _train_iterator(data_dir, seed=7)
+    for batch in batches:
+        np.testing.assert_array_equal(next(replay)["image"], batch["image"])
+    restored = _train_iterator(data_dir, seed=7)
+    restored.set_state(state)
+    for expected in expected_next:
+        batch = next(restored)
+        np.testing.assert_array_equal(batch["image"], expected["image"])
+        np.testing.assert_array_equal(batch["label"], expected["label"])
+    other_seed = next(_train_iterator(data_dir, seed=8))
+    assert not np.array_equal(other_seed["image"], batches[0]["image"])
+
+
+def test_process_shards_are_disjoint_and_cover_an_epoch(data_dir, raw_arrays):
+    # validation_size=59000 leaves 1000 train examples: one epoch is 500 per process.
+    seen = []
+    for process_index in range(2):
+        iterator = _train_iterator(
+            data_dir,
+            validation_size=59000,
+            global_batch_size=100,
+            process_index=process_index,
+            process_count=2,
+        )
+        epoch = [next(iterator) for _ in range(10)]
+        assert all(batch["image"].shape[0] == 50 for batch in epoch)
+        seen.append([_to_uint8(x[..., 0]).tobytes() for b in epoch for x in b["image"]])
+    expected = collections.Counter(image.tobytes() for image in raw_arrays["train"][0][:1000])
+    assert collections.Counter(seen[0]) + collections.Counter(seen[1]) == expected
+
+
+def test_eval_padding_mask_covers_split_once(data_dir, raw_arrays):
+    label_counts = np.zeros(10)
+    num_batches = []
+    for process_index in range(2):
+        batches = list(
+            data.create_eval_iterator(
+                NAME,
+                split="validation",
+                data_dir=data_dir,
+                validation_size=5000,
+                global_batch_size=768,  # 5000 = 6.5 batches: the last one is padded.
+                num_classes=10,
+                process_index=process_index,
+                process_count=2,
+            )
+        )
+        num_batches.append(len(batches))
+        for batch in batches:
+            assert batch["image"].shape == (384, 28, 28, 1) and batch["mask"].dtype == np.float32
+            label_counts += np.bincount(batch["label"], weights=batch["mask"], minlength=10)
+    assert num_batches == [7, 7]
+    np.testing.assert_array_equal(label_counts, np.bincount(raw_arrays["train"][1][55000:]))
+
+
+def test_eval_test_split_mask_sums_to_split_size(data_dir):
+    batches = data.create_eval_iterator(
+        NAME,
+        split="test",
+        data_dir=data_dir,
+        validation_size=0,
+        global_batch_size=3000,
+        num_classes=10,
+    )
+    masks = [batch["mask"] for batch in batches]
+    assert [len(mask) for mask in masks] == [3000] * 4
+    assert sum(mask.sum() for mask in masks) == 10000
+
+
+# Errors.
+
+
+def test_label_out_of_range_names_split_and_example(data_dir):
+    # Half the classes are out of range, so the first batch of 32 surely holds one.
+    with pytest.raises(ValueError, match=r"'train': example \d+ has label \d outside \[0, 5\)"):
+        next(_train_iterator(data_dir, num_classes=5))
+    eval_batches = data.create_eval_iterator(
+        NAME,
+        split="test",
+        data_dir=data_dir,
+        validation_size=0,
+        global_batch_size=8,
+        num_classes=5,
+    )
+    # The first test image is an ankle boot (label 9).
+    message = "fashion_mnist split 'test': example 0 has label 9 outside [0, 5)"
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace(")", r"\)")):
+        next(eval_batches)
+
+
+def test_missing_dataset_says_how_to_prepare(tmp_path):
+    command = f"python -m jaxtrain prepare fashion_mnist --data_dir {tmp_path}"
+    with pytest.raises(FileNotFoundError) as err:
+        data.get_dataset_info(NAME, str(tmp_path), validation_size=0)
+    assert command in str(err.value)
+    with pytest.raises(data.DatasetNotPreparedError):
+        _train_iterator(str(tmp_path))
+
+
+def test_bad_arguments_are_named(data_dir):
+    with pytest.raises(ValueError, match="fashion_mnist"):
+        data.get_dataset_info("cifar10", data_dir, validation_size=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        _train_iterator(data_dir, global_batch_size=33, process_count=2)
+    with pytest.raises(ValueError, match="validation_size"):
+        data.get_dataset_info(NAME, data_dir, validation_size=60000)
+    with pytest.raises(ValueError, match="validation_size is 0"):
+        data.create_eval_iterator(
+            NAME,
+            split="validation",
+            data_dir=data_dir,
+            validation_size=0,
+            global_batch_size=8,
+            num_classes=10,
+        )

@@ -1,0 +1,158 @@
+"""The pure train/eval steps, models, losses and metrics, on small synthetic batches.
+
+Synthetic arrays are fine here: these tests check arithmetic identities, not learning.
+"""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxtrain import metrics, models, sharding
+from jaxtrain.config import get_config
+from jaxtrain.losses import cross_entropy
+from jaxtrain.train import create_state_and_steps, params_digest
+
+IN_SHAPE = (28, 28, 1)
+
+
+def _batch(n: int, seed: int = 0, mask: bool = False) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    b = {
+        "image": rng.normal(size=(n, *IN_SHAPE)).astype(np.float32),
+        "label": rng.integers(0, 10, n).astype(np.int32),
+    }
+    if mask:
+        b["mask"] = np.ones(n, np.float32)
+    return b
+
+
+def _mlp_config(accum: int = 1, dropout: float = 0.0, norm: str = "layernorm"):
+    c = get_config()
+    c.model.name, c.model.features, c.model.norm, c.model.dropout = "mlp", (32,), norm, dropout
+    c.optimizer.name, c.optimizer.grad_accum_steps = "sgd", accum
+    c.optimizer.schedule, c.optimizer.learning_rate = "constant", 0.1
+    return c
+
+
+def _run_steps(c, num_devices: int, batches) -> tuple:
+    mesh = sharding.create_mesh(num_devices)
+    state, train, _ = create_state_and_steps(c, mesh, IN_SHAPE)
+    history = []
+    for b in batches:
+        state, m = train(state, sharding.make_global_batch(b, sharding.batch_sharding(mesh)))
+        history.append(jax.device_get(m))
+    return state, history
+
+
+@pytest.mark.parametrize("num_devices", [1, 8])
+def test_grad_accumulation_equals_big_batch(num_devices):
+    batches = [_batch(64, seed=s) for s in range(3)]
+    big, h_big = _run_steps(_mlp_config(accum=1), num_devices, batches)
+    acc, h_acc = _run_steps(_mlp_config(accum=4), num_devices, batches)
+    np.testing.assert_allclose(params_digest(acc), params_digest(big), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        [h["loss"] for h in h_acc], [h["loss"] for h in h_big], rtol=1e-5
+    )
+    assert int(acc.step) == 3
+
+
+def test_grad_accumulation_differs_if_broken():
+    """Guards the test above: a different micro-batch split must actually change something."""
+    batches = [_batch(64, seed=s) for s in range(2)]
+    big, _ = _run_steps(_mlp_config(accum=1), 1, batches)
+    other, _ = _run_steps(_mlp_config(accum=1), 1, batches[::-1])
+    assert not np.allclose(params_digest(other), params_digest(big))
+
+
+def test_step_is_deterministic_and_dropout_uses_the_seed():
+    c = _mlp_config(dropout=0.5)
+    s1, h1 = _run_steps(c, 1, [_batch(32)] * 2)
+    s2, h2 = _run_steps(c, 1, [_batch(32)] * 2)
+    chex.assert_trees_all_equal(s1.params, s2.params)
+    c.seed = 1
+    s3, _ = _run_steps(c, 1, [_batch(32)] * 2)
+    assert not np.array_equal(params_digest(s1), params_digest(s3))
+
+
+def test_eval_step_counts_only_unmasked_examples():
+    c = _mlp_config()
+    mesh = sharding.create_mesh(8)
+    state, _, evaluate = create_state_and_steps(c, mesh, IN_SHAPE)
+    b = _batch(16, mask=True)
+    b["mask"][10:] = 0.0
+    out = jax.device_get(evaluate(state, sharding.make_global_batch(b, sharding.batch_sharding(mesh))))
+    assert out["count"] == 10.0
+    assert out["confusion"].sum() == 10.0
+    np.testing.assert_array_equal(out["confusion"].sum(axis=1), np.bincount(b["label"][:10], minlength=10))
+
+
+def test_nonfinite_loss_names_the_step():
+    c = _mlp_config()
+    bad = _batch(16)
+    bad["image"][0, 0, 0, 0] = np.nan
+    _, history = _run_steps(c, 1, [_batch(16), _batch(16), bad])
+    assert [int(h["nonfinite_step"]) for h in history] == [-1, -1, 2]
+    with pytest.raises(FloatingPointError, match="step 2"):
+        metrics.check_finite(float("nan"), 2, step=3)
+
+
+def test_label_smoothing_matches_the_formula():
+    logits = jnp.array([[2.0, 0.0, -1.0]])
+    labels = jnp.array([0])
+    logp = jax.nn.log_softmax(logits)[0]
+    eps = 0.3
+    target = jnp.array([1 - eps + eps / 3, eps / 3, eps / 3])
+    expected = -jnp.sum(target * logp)
+    got = cross_entropy(logits, labels, label_smoothing=eps)[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert got > cross_entropy(logits, labels, label_smoothing=0.0)[0]
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+@pytest.mark.parametrize("norm", ["batchnorm", "layernorm", "none"])
+def test_models_output_logits_with_and_without_jit(name, norm):
+    model = models.create_model(
+        name, num_classes=10, init="he", norm=norm, dropout=0.5, features=(8, 16),
+        convs_per_stage=1, hidden=16, in_shape=IN_SHAPE, rngs=nnx.Rngs(0),
+    )
+    x = jnp.asarray(_batch(4)["image"])
+    key = jax.random.key(0)
+
+    def forward(x):
+        return model(x, train=False, dropout_key=key)
+
+    eager, jitted = forward(x), nnx.jit(forward)(x)
+    chex.assert_shape(eager, (4, 10))
+    chex.assert_trees_all_close(eager, jitted, rtol=1e-5, atol=1e-5)
+    t1 = model(x, train=True, dropout_key=jax.random.key(1))
+    t2 = model(x, train=True, dropout_key=jax.random.key(2))
+    assert not np.allclose(t1, t2), "dropout must depend on the key in train mode"
+
+
+def test_he_and_xavier_initializers_have_their_variances():
+    def kernel_std(init):
+        m = models.create_model(
+            "mlp", num_classes=10, init=init, norm="none", dropout=0.0, features=(512,),
+            convs_per_stage=1, hidden=8, in_shape=IN_SHAPE, rngs=nnx.Rngs(0),
+        )
+        return float(jnp.std(m.dense[0].kernel[...]))
+
+    fan_in, fan_out = 784, 512
+    assert kernel_std("he") == pytest.approx(np.sqrt(2 / fan_in), rel=0.05)
+    assert kernel_std("xavier") == pytest.approx(np.sqrt(2 / (fan_in + fan_out)), rel=0.05)
+
+
+def test_macro_metrics_from_confusion():
+    # rows: true class, cols: predicted.
+    cm = np.array([[3, 1, 0], [0, 2, 2], [0, 0, 0]])
+    out = metrics.summarize_confusion(cm)
+    assert out["accuracy"] == pytest.approx(5 / 8)
+    precision = [1.0, 2 / 3, 0.0]
+    recall = [3 / 4, 1 / 2, 0.0]
+    f1 = [2 * p * r / (p + r) if p + r else 0.0 for p, r in zip(precision, recall)]
+    assert out["precision_macro"] == pytest.approx(np.mean(precision))
+    assert out["recall_macro"] == pytest.approx(np.mean(recall))
+    assert out["f1_macro"] == pytest.approx(np.mean(f1))
