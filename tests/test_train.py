@@ -72,6 +72,7 @@ def test_cli_end_to_end_writes_the_workdir_contract(tmp_path):
         "train", "--config", "experiments/fashion_mnist_cnn.py", "--workdir", str(workdir),
         "--config.total_steps=30", "--config.log_every=10", "--config.eval_every=15",
         "--config.model.features=(8, 16)", "--config.eval_batch_size=2000",
+        "--config.optimizer.warmup_steps=5",
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "done: 30 steps" in out.stdout
