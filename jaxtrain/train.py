@@ -107,6 +107,7 @@ def evaluate_split(
         c.data.name, split=split, data_dir=data_dir, validation_size=c.data.validation_size,
         global_batch_size=c.eval_batch_size, num_classes=c.model.num_classes,
         process_index=jax.process_index(), process_count=jax.process_count(),
+        in_memory=c.data.in_memory,
     )
     total = None
     for local in batches:
@@ -178,7 +179,7 @@ def train_and_evaluate(
         c.data.name, data_dir=data_dir, validation_size=c.data.validation_size,
         global_batch_size=c.batch_size, seed=c.seed, num_classes=c.model.num_classes,
         process_index=jax.process_index(), process_count=jax.process_count(),
-        worker_count=c.data.worker_count, prefetch=c.data.prefetch,
+        prefetch=c.data.prefetch, in_memory=c.data.in_memory,
     )
 
     # --- model, optimizer, shardings ----------------------------------------------------
