@@ -14,8 +14,17 @@ import jax
 import jaxtrain
 
 PACKAGES = (
-    "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets", "grain",
-    "tokenizers", "chex", "ml_collections", "numpy",
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "orbax-checkpoint",
+    "tensorflow-datasets",
+    "grain",
+    "tokenizers",
+    "chex",
+    "ml_collections",
+    "numpy",
 )
 
 

@@ -34,6 +34,4 @@ def make_global_batch(
     local_batch: dict[str, np.ndarray], sharding: NamedSharding
 ) -> dict[str, jax.Array]:
     """Each process contributes its own rows; the result is one global array per key."""
-    return {
-        k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()
-    }
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}

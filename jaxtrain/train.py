@@ -41,27 +41,46 @@ def resolve_data_dir(data_dir: str) -> str:
 def _make_schedule(c: ml_collections.ConfigDict) -> optax.Schedule:
     o = c.optimizer
     return optim.get_schedule(
-        o.schedule, learning_rate=o.learning_rate, total_steps=c.total_steps,
-        warmup_steps=o.warmup_steps, end_lr_factor=o.end_lr_factor, decay_rate=o.decay_rate,
-        boundaries=tuple(o.boundaries), decay_steps=o.decay_steps,
-        restart_period=o.restart_period, restart_mult=o.restart_mult,
+        o.schedule,
+        learning_rate=o.learning_rate,
+        total_steps=c.total_steps,
+        warmup_steps=o.warmup_steps,
+        end_lr_factor=o.end_lr_factor,
+        decay_rate=o.decay_rate,
+        boundaries=tuple(o.boundaries),
+        decay_steps=o.decay_steps,
+        restart_period=o.restart_period,
+        restart_mult=o.restart_mult,
     )
 
 
 def _make_optimizer(c: ml_collections.ConfigDict, schedule: optax.Schedule):
     o = c.optimizer
     return optim.get_optimizer(
-        o.name, schedule, weight_decay=o.weight_decay, clip_norm=o.clip_norm,
-        momentum=o.momentum, b1=o.b1, b2=o.b2, eps=o.eps,
+        o.name,
+        schedule,
+        weight_decay=o.weight_decay,
+        clip_norm=o.clip_norm,
+        momentum=o.momentum,
+        b1=o.b1,
+        b2=o.b2,
+        eps=o.eps,
     )
 
 
 def _model_factory(c: ml_collections.ConfigDict, in_shape: tuple[int, ...]):
     m = c.model
     return functools.partial(
-        models.create_model, m.name, num_classes=m.num_classes, init=m.init, norm=m.norm,
-        dropout=m.dropout, features=tuple(m.features), convs_per_stage=m.convs_per_stage,
-        hidden=m.hidden, in_shape=in_shape,
+        models.create_model,
+        m.name,
+        num_classes=m.num_classes,
+        init=m.init,
+        norm=m.norm,
+        dropout=m.dropout,
+        features=tuple(m.features),
+        convs_per_stage=m.convs_per_stage,
+        hidden=m.hidden,
+        in_shape=in_shape,
     )
 
 
@@ -80,8 +99,12 @@ def create_state_and_steps(c: ml_collections.ConfigDict, mesh, in_shape: tuple[i
     state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
     state = jax.jit(init, out_shardings=state_sharding)()
     spec = StepSpec(
-        graphdef=graphdef, tx=tx, schedule=schedule, num_classes=c.model.num_classes,
-        label_smoothing=c.loss.label_smoothing, grad_accum_steps=c.optimizer.grad_accum_steps,
+        graphdef=graphdef,
+        tx=tx,
+        schedule=schedule,
+        num_classes=c.model.num_classes,
+        label_smoothing=c.loss.label_smoothing,
+        grad_accum_steps=c.optimizer.grad_accum_steps,
     )
     data_sharding = sharding.batch_sharding(mesh)
     metrics_sharding = sharding.replicated(mesh)
@@ -104,9 +127,14 @@ def evaluate_split(
 ) -> tuple[dict[str, float], np.ndarray]:
     """One pass over a split. Sums stay on device; one fetch at the end."""
     batches = data_lib.create_eval_iterator(
-        c.data.name, split=split, data_dir=data_dir, validation_size=c.data.validation_size,
-        global_batch_size=c.eval_batch_size, num_classes=c.model.num_classes,
-        process_index=jax.process_index(), process_count=jax.process_count(),
+        c.data.name,
+        split=split,
+        data_dir=data_dir,
+        validation_size=c.data.validation_size,
+        global_batch_size=c.eval_batch_size,
+        num_classes=c.model.num_classes,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
         in_memory=c.data.in_memory,
     )
     total = None
@@ -176,10 +204,16 @@ def train_and_evaluate(
 
     # --- data ---------------------------------------------------------------------------
     train_iter = data_lib.create_train_iterator(
-        c.data.name, data_dir=data_dir, validation_size=c.data.validation_size,
-        global_batch_size=c.batch_size, seed=c.seed, num_classes=c.model.num_classes,
-        process_index=jax.process_index(), process_count=jax.process_count(),
-        prefetch=c.data.prefetch, in_memory=c.data.in_memory,
+        c.data.name,
+        data_dir=data_dir,
+        validation_size=c.data.validation_size,
+        global_batch_size=c.batch_size,
+        seed=c.seed,
+        num_classes=c.model.num_classes,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        prefetch=c.data.prefetch,
+        in_memory=c.data.in_memory,
     )
 
     # --- model, optimizer, shardings ----------------------------------------------------
@@ -191,8 +225,13 @@ def train_and_evaluate(
     # --- loop -----------------------------------------------------------------------------
     start = int(state.step)
     bar = tqdm.tqdm(
-        total=c.total_steps, initial=start, disable=not (progress and is_main), desc="train",
-        unit="step", dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0,
+        total=c.total_steps,
+        initial=start,
+        disable=not (progress and is_main),
+        desc="train",
+        unit="step",
+        dynamic_ncols=True,
+        mininterval=1.0 if sys.stderr.isatty() else 30.0,
     )
     final: dict[str, float] = {}
     total, since, t_last = None, 0, time.perf_counter()

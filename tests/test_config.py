@@ -55,7 +55,10 @@ def test_config_is_locked():
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "jaxtrain", *args], capture_output=True, text=True, cwd=REPO,
+        [sys.executable, "-m", "jaxtrain", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
         timeout=120,
     )
 
@@ -70,8 +73,14 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     ],
 )
 def test_cli_rejects_bad_config_before_compiling(tmp_path, override, expected):
-    out = _cli("train", "--config", "experiments/fashion_mnist_cnn.py",
-               "--workdir", str(tmp_path / "run"), override)
+    out = _cli(
+        "train",
+        "--config",
+        "experiments/fashion_mnist_cnn.py",
+        "--workdir",
+        str(tmp_path / "run"),
+        override,
+    )
     assert out.returncode != 0
     assert expected in out.stderr
     assert "Traceback" not in out.stderr

@@ -11,8 +11,15 @@ from jaxtrain import optim
 from jaxtrain.config import OPTIMIZER_NAMES
 
 SCHED = dict(
-    learning_rate=1.0, total_steps=100, warmup_steps=0, end_lr_factor=0.0, decay_rate=0.1,
-    boundaries=(0.5, 0.75), decay_steps=10, restart_period=20, restart_mult=2.0,
+    learning_rate=1.0,
+    total_steps=100,
+    warmup_steps=0,
+    end_lr_factor=0.0,
+    decay_rate=0.1,
+    boundaries=(0.5, 0.75),
+    decay_steps=10,
+    restart_period=20,
+    restart_mult=2.0,
 )
 OPT = dict(weight_decay=0.0, clip_norm=0.0, momentum=0.9, b1=0.9, b2=0.999, eps=1e-8)
 

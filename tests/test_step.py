@@ -53,9 +53,7 @@ def test_grad_accumulation_equals_big_batch(num_devices):
     big, h_big = _run_steps(_mlp_config(accum=1), num_devices, batches)
     acc, h_acc = _run_steps(_mlp_config(accum=4), num_devices, batches)
     np.testing.assert_allclose(params_digest(acc), params_digest(big), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(
-        [h["loss"] for h in h_acc], [h["loss"] for h in h_big], rtol=1e-5
-    )
+    np.testing.assert_allclose([h["loss"] for h in h_acc], [h["loss"] for h in h_big], rtol=1e-5)
     assert int(acc.step) == 3
 
 
@@ -83,10 +81,14 @@ def test_eval_step_counts_only_unmasked_examples():
     state, _, evaluate = create_state_and_steps(c, mesh, IN_SHAPE)
     b = _batch(16, mask=True)
     b["mask"][10:] = 0.0
-    out = jax.device_get(evaluate(state, sharding.make_global_batch(b, sharding.batch_sharding(mesh))))
+    out = jax.device_get(
+        evaluate(state, sharding.make_global_batch(b, sharding.batch_sharding(mesh)))
+    )
     assert out["count"] == 10.0
     assert out["confusion"].sum() == 10.0
-    np.testing.assert_array_equal(out["confusion"].sum(axis=1), np.bincount(b["label"][:10], minlength=10))
+    np.testing.assert_array_equal(
+        out["confusion"].sum(axis=1), np.bincount(b["label"][:10], minlength=10)
+    )
 
 
 def test_nonfinite_loss_names_the_step():
@@ -115,8 +117,16 @@ def test_label_smoothing_matches_the_formula():
 @pytest.mark.parametrize("norm", ["batchnorm", "layernorm", "none"])
 def test_models_output_logits_with_and_without_jit(name, norm):
     model = models.create_model(
-        name, num_classes=10, init="he", norm=norm, dropout=0.5, features=(8, 16),
-        convs_per_stage=1, hidden=16, in_shape=IN_SHAPE, rngs=nnx.Rngs(0),
+        name,
+        num_classes=10,
+        init="he",
+        norm=norm,
+        dropout=0.5,
+        features=(8, 16),
+        convs_per_stage=1,
+        hidden=16,
+        in_shape=IN_SHAPE,
+        rngs=nnx.Rngs(0),
     )
     x = jnp.asarray(_batch(4)["image"])
     key = jax.random.key(0)
@@ -135,8 +145,16 @@ def test_models_output_logits_with_and_without_jit(name, norm):
 def test_he_and_xavier_initializers_have_their_variances():
     def kernel_std(init):
         m = models.create_model(
-            "mlp", num_classes=10, init=init, norm="none", dropout=0.0, features=(512,),
-            convs_per_stage=1, hidden=8, in_shape=IN_SHAPE, rngs=nnx.Rngs(0),
+            "mlp",
+            num_classes=10,
+            init=init,
+            norm="none",
+            dropout=0.0,
+            features=(512,),
+            convs_per_stage=1,
+            hidden=8,
+            in_shape=IN_SHAPE,
+            rngs=nnx.Rngs(0),
         )
         return float(jnp.std(m.dense[0].kernel[...]))
 
@@ -152,7 +170,7 @@ def test_macro_metrics_from_confusion():
     assert out["accuracy"] == pytest.approx(5 / 8)
     precision = [1.0, 2 / 3, 0.0]
     recall = [3 / 4, 1 / 2, 0.0]
-    f1 = [2 * p * r / (p + r) if p + r else 0.0 for p, r in zip(precision, recall)]
+    f1 = [2 * p * r / (p + r) if p + r else 0.0 for p, r in zip(precision, recall, strict=True)]
     assert out["precision_macro"] == pytest.approx(np.mean(precision))
     assert out["recall_macro"] == pytest.approx(np.mean(recall))
     assert out["f1_macro"] == pytest.approx(np.mean(f1))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -31,9 +32,7 @@ def _tiny_config(**overrides):
 
 
 def _values(records, prefixes=("train/", "validation/", "test/")):
-    return [
-        {k: v for k, v in r.items() if k == "step" or k.startswith(prefixes)} for r in records
-    ]
+    return [{k: v for k, v in r.items() if k == "step" or k.startswith(prefixes)} for r in records]
 
 
 def test_same_seed_is_bitwise_reproducible(tmp_path):
@@ -61,17 +60,28 @@ def test_one_and_eight_devices_give_the_same_loss_curve(tmp_path):
 def _cli(*args, cwd=REPO):
     env = {**os.environ, "JAXTRAIN_DATA_DIR": DATA_DIR}
     return subprocess.run(
-        [sys.executable, "-m", "jaxtrain", *args], capture_output=True, text=True, cwd=cwd,
-        env=env, timeout=600,
+        [sys.executable, "-m", "jaxtrain", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=600,
     )
 
 
 def test_cli_end_to_end_writes_the_workdir_contract(tmp_path):
     workdir = tmp_path / "run"
     out = _cli(
-        "train", "--config", "experiments/fashion_mnist_cnn.py", "--workdir", str(workdir),
-        "--config.total_steps=30", "--config.log_every=10", "--config.eval_every=15",
-        "--config.model.features=(8, 16)", "--config.eval_batch_size=2000",
+        "train",
+        "--config",
+        "experiments/fashion_mnist_cnn.py",
+        "--workdir",
+        str(workdir),
+        "--config.total_steps=30",
+        "--config.log_every=10",
+        "--config.eval_every=15",
+        "--config.model.features=(8, 16)",
+        "--config.eval_batch_size=2000",
         "--config.optimizer.warmup_steps=5",
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -94,7 +104,11 @@ def test_cli_end_to_end_writes_the_workdir_contract(tmp_path):
 
 def test_cli_missing_dataset_says_how_to_prepare(tmp_path):
     out = _cli(
-        "train", "--config", "experiments/fashion_mnist_cnn.py", "--workdir", str(tmp_path / "r"),
+        "train",
+        "--config",
+        "experiments/fashion_mnist_cnn.py",
+        "--workdir",
+        str(tmp_path / "r"),
         f"--config.data.data_dir={tmp_path / 'empty'}",
     )
     assert out.returncode == 2
@@ -104,8 +118,32 @@ def test_cli_missing_dataset_says_how_to_prepare(tmp_path):
 
 def test_cli_num_classes_smaller_than_labels_is_rejected(tmp_path):
     out = _cli(
-        "train", "--config", "experiments/fashion_mnist_cnn.py", "--workdir", str(tmp_path / "r"),
+        "train",
+        "--config",
+        "experiments/fashion_mnist_cnn.py",
+        "--workdir",
+        str(tmp_path / "r"),
         "--config.model.num_classes=5",
     )
     assert out.returncode == 2
     assert "num_classes" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cli_nonfinite_loss_stops_and_names_the_step(tmp_path):
+    out = _cli(
+        "train",
+        "--config",
+        "experiments/fashion_mnist_mlp.py",
+        "--workdir",
+        str(tmp_path / "r"),
+        "--config.optimizer.name=sgd",
+        "--config.optimizer.learning_rate=1e6",
+        "--config.optimizer.schedule=constant",
+        "--config.optimizer.warmup_steps=0",
+        "--config.total_steps=20",
+        "--config.log_every=10",
+        "--progress=false",
+    )
+    assert out.returncode == 3, out.stderr[-2000:]
+    assert re.search(r"non-finite train loss at step \d+ \(checked at step 10\)", out.stderr)
+    assert not (tmp_path / "r" / "final_metrics.json").exists()

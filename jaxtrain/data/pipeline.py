@@ -180,7 +180,12 @@ class _ReadBatch(grain.transforms.Map):
     """Index batch -> checked, normalised example batch. Rows past the split end are padding."""
 
     def __init__(
-        self, source: _BatchReader, name: str, split: str, num_classes: int, spec: DatasetSpec,
+        self,
+        source: _BatchReader,
+        name: str,
+        split: str,
+        num_classes: int,
+        spec: DatasetSpec,
         with_mask: bool,
     ):
         self._source = source

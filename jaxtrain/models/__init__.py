@@ -26,13 +26,24 @@ def create_model(
     """Builds the named classifier. `in_shape` is one example's shape, e.g. (28, 28, 1)."""
     if name == "mlp":
         return MLP(
-            in_features=int(_prod(in_shape)), features=features, num_classes=num_classes,
-            init=init, norm=norm, dropout=dropout, rngs=rngs,
+            in_features=int(_prod(in_shape)),
+            features=features,
+            num_classes=num_classes,
+            init=init,
+            norm=norm,
+            dropout=dropout,
+            rngs=rngs,
         )
     if name == "cnn":
         return CNN(
-            in_shape=tuple(in_shape), features=features, convs_per_stage=convs_per_stage,
-            hidden=hidden, num_classes=num_classes, init=init, norm=norm, dropout=dropout,
+            in_shape=tuple(in_shape),
+            features=features,
+            convs_per_stage=convs_per_stage,
+            hidden=hidden,
+            num_classes=num_classes,
+            init=init,
+            norm=norm,
+            dropout=dropout,
             rngs=rngs,
         )
     raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")

@@ -17,7 +17,11 @@ class ConvBlock(nnx.Module):
     def __init__(self, cin: int, cout: int, *, init: str, norm: str, rngs: nnx.Rngs):
         # The conv bias is redundant before a norm layer, so it is dropped there.
         self.conv = nnx.Conv(
-            cin, cout, (3, 3), use_bias=norm == "none", kernel_init=get_initializer(init),
+            cin,
+            cout,
+            (3, 3),
+            use_bias=norm == "none",
+            kernel_init=get_initializer(init),
             rngs=rngs,
         )
         self.norm = Norm(norm, cout, rngs=rngs)

@@ -25,7 +25,10 @@ class MLP(nnx.Module):
         kinit = get_initializer(init)
         widths = [in_features, *features]
         self.dense = nnx.List(
-            [nnx.Linear(a, b, kernel_init=kinit, rngs=rngs) for a, b in zip(widths, widths[1:])]
+            [
+                nnx.Linear(a, b, kernel_init=kinit, rngs=rngs)
+                for a, b in zip(widths[:-1], widths[1:], strict=True)
+            ]
         )
         self.norms = nnx.List([Norm(norm, f, rngs=rngs) for f in features])
         self.dropout = nnx.Dropout(dropout)
@@ -33,7 +36,7 @@ class MLP(nnx.Module):
 
     def __call__(self, x_BxHxWxC: jax.Array, *, train: bool, dropout_key: jax.Array) -> jax.Array:
         x = x_BxHxWxC.reshape(x_BxHxWxC.shape[0], -1)
-        for i, (dense, norm) in enumerate(zip(self.dense, self.norms)):
+        for i, (dense, norm) in enumerate(zip(self.dense, self.norms, strict=True)):
             x = nnx.relu(norm(dense(x), train=train))
             x = self.dropout(x, deterministic=not train, rngs=jax.random.fold_in(dropout_key, i))
         return self.head(x)
