@@ -11,6 +11,13 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from jaxtrain.config import ConfigError
+from jaxtrain.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_NONFINITE,
+    EXIT_PREEMPTED,
+    CheckpointError,
+    Preempted,
+)
 
 COMMANDS = ("train", "prepare")
 USAGE = (
@@ -26,7 +33,7 @@ _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Folder with the raw sourc
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(code)
 
@@ -72,8 +79,11 @@ def main(argv: list[str]) -> None:
         else:
             _prepare(rest)
     except FloatingPointError as e:
-        _fail(str(e), code=3)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+        _fail(str(e), code=EXIT_NONFINITE)
+    except Preempted as e:
+        print(str(e), file=sys.stderr)
+        sys.exit(EXIT_PREEMPTED)
+    except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as e:
         # Bad input is reported as one line; a traceback is for bugs, not for typos.
         if os.environ.get("JAXTRAIN_DEBUG"):
             raise

@@ -66,6 +66,14 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer.restart_period = 1000  # sgdr: steps in the first cycle
     c.optimizer.restart_mult = 2.0  # sgdr: each cycle is this much longer than the previous
 
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every = 1000  # steps; also saved at the end and on SIGTERM/SIGINT
+    c.checkpoint.keep = 2  # the newest N
+    c.checkpoint.keep_best = 1  # plus the best N by best_metric (0: none)
+    c.checkpoint.best_metric = "validation/accuracy"
+    c.checkpoint.best_mode = "max"  # max or min
+    c.checkpoint.async_save = True  # the loop blocks only while arrays are copied to host
+
     c.loss = ml_collections.ConfigDict()
     c.loss.label_smoothing = 0.0
     return c
@@ -102,8 +110,21 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
     _check(c.data.validation_size >= 0, "data.validation_size", "must be >= 0")
     _validate_model(c.model)
     _validate_optimizer(c.optimizer, c.total_steps)
+    _validate_checkpoint(c.checkpoint)
     ls = c.loss.label_smoothing
     _check(0.0 <= ls < 1.0, "loss.label_smoothing", f"must be in [0, 1), got {ls}")
+
+
+def _validate_checkpoint(k: ml_collections.ConfigDict) -> None:
+    _check(k.every > 0, "checkpoint.every", f"must be > 0, got {k.every}")
+    _check(k.keep >= 1, "checkpoint.keep", f"must be >= 1, got {k.keep}")
+    _check(k.keep_best >= 0, "checkpoint.keep_best", f"must be >= 0, got {k.keep_best}")
+    _check_choice(k.best_mode, "checkpoint.best_mode", ("max", "min"))
+    _check(
+        k.best_metric.startswith("validation/"),
+        "checkpoint.best_metric",
+        f"must be a validation metric such as validation/accuracy, got {k.best_metric!r}",
+    )
 
 
 def _validate_model(m: ml_collections.ConfigDict) -> None:

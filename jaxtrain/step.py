@@ -21,7 +21,8 @@ Batch = dict[str, jax.Array]
 
 @flax.struct.dataclass
 class TrainState:
-    """Everything the step needs. `rng` is the run's base key; per-step keys are folded from it."""
+    """Everything the step needs. `rng` is the run's base key (raw key data); per-step keys are
+    folded from it with the step number, so they never depend on how the run was resumed."""
 
     step: jax.Array
     params: nnx.State
@@ -57,7 +58,7 @@ def init_train_state(
         step=jnp.zeros((), jnp.int32),
         params=params,
         opt_state=tx.init(params),
-        rng=run_key,
+        rng=jax.random.key_data(run_key),  # raw uint32 words: checkpointable as a plain array
         model_state=model_state,
     )
 
@@ -97,7 +98,7 @@ def _split_micro(batch: Batch, num_micro: int) -> Batch:
 
 def train_step(spec: StepSpec, state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
     """One optimizer update on a global batch; pure. Returns (new state, flat scalar metrics)."""
-    key = jax.random.fold_in(state.rng, state.step)
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     num_micro = spec.grad_accum_steps
     if num_micro == 1:
         grads, model_state, loss, correct = _micro_grads(
@@ -148,7 +149,12 @@ def accumulate_train_metrics(total: dict[str, Any], new: dict[str, Any]) -> dict
 def eval_step(spec: StepSpec, state: TrainState, batch: Batch) -> dict[str, jax.Array]:
     """Masked loss sum, example count and confusion matrix for one (possibly padded) batch."""
     logits, _ = _forward(
-        spec, state.params, state.model_state, batch["image"], train=False, dropout_key=state.rng
+        spec,
+        state.params,
+        state.model_state,
+        batch["image"],
+        train=False,
+        dropout_key=jax.random.wrap_key_data(state.rng),
     )
     mask = batch["mask"]
     losses = cross_entropy(logits, batch["label"], label_smoothing=0.0)

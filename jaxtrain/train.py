@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -18,7 +19,10 @@ from flax import nnx
 from jaxtrain import data as data_lib
 from jaxtrain import metrics as metrics_lib
 from jaxtrain import models, optim, provenance, sharding
+from jaxtrain.checkpoint import Checkpointer
 from jaxtrain.config import validate_config
+from jaxtrain.errors import CheckpointError, Preempted
+from jaxtrain.preemption import PreemptionWatcher
 from jaxtrain.step import (
     StepSpec,
     TrainState,
@@ -28,7 +32,7 @@ from jaxtrain.step import (
     split_model,
     train_step,
 )
-from jaxtrain.writers import MetricWriter, write_json
+from jaxtrain.writers import MetricWriter, supersede_metrics, write_json
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +184,10 @@ class RunResult:
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True
 ) -> RunResult:
-    """Trains, evaluates on validation every eval_every steps and on test at the end."""
+    """Trains, evaluates on validation every eval_every steps and on test at the end.
+
+    A workdir with checkpoints resumes from the newest good one, bitwise identically.
+    """
     # --- setup: validate before anything compiles, record the run -------------------------
     c = config
     mesh = sharding.create_mesh(c.num_devices)
@@ -193,14 +200,13 @@ def train_and_evaluate(
             f"{info.num_classes} classes"
         )
     is_main = jax.process_index() == 0
+    run_meta = {
+        "config": c.to_dict(),
+        "provenance": provenance.collect_provenance(dict(mesh.shape)),
+    }
     if is_main:
-        os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
-        write_json(os.path.join(workdir, "config.json"), c.to_dict())
-        write_json(
-            os.path.join(workdir, "provenance.json"),
-            provenance.collect_provenance(dict(mesh.shape)),
-        )
-    writer = MetricWriter(workdir, enabled=is_main)
+        _prepare_workdir(workdir, run_meta)
+    ckpt = _create_checkpointer(c, workdir)
 
     # --- data ---------------------------------------------------------------------------
     train_iter = data_lib.create_train_iterator(
@@ -220,7 +226,22 @@ def train_and_evaluate(
     state, train_fn, eval_fn = create_state_and_steps(c, mesh, tuple(info.image_shape))
     accumulate = jax.jit(accumulate_train_metrics)
     data_sharding = sharding.batch_sharding(mesh)
+    pending = zero_train_metrics(train_fn, state, info.image_shape, c.batch_size, data_sharding)
     log.info("mesh %s; %d params", dict(mesh.shape), _count_params(state))
+
+    # --- restore --------------------------------------------------------------------------
+    # `pending` holds metric sums since the last log step, so a resume mid-interval logs the
+    # same averages as an uninterrupted run.
+    carry = {"train_state": state, "pending": pending, "pending_steps": jnp.zeros((), jnp.int32)}
+    restored = ckpt.restore_latest(_abstract(carry), c.to_dict())
+    if restored is not None:
+        carry = restored.state
+        train_iter.set_state(restored.data_state)
+        log.info("resumed from checkpoint step %d in %s", restored.step, ckpt.directory)
+        if is_main:
+            supersede_metrics(workdir, restored.step)
+    state, pending, since = carry["train_state"], carry["pending"], int(carry["pending_steps"])
+    writer = MetricWriter(workdir, enabled=is_main)
 
     # --- loop -----------------------------------------------------------------------------
     start = int(state.step)
@@ -234,25 +255,38 @@ def train_and_evaluate(
         mininterval=1.0 if sys.stderr.isatty() else 30.0,
     )
     final: dict[str, float] = {}
-    total, since, t_last = None, 0, time.perf_counter()
-    t_start = t_last
+    last_eval: dict[str, float] | None = None
+    watcher = PreemptionWatcher()
+    t_last = t_start = time.perf_counter()
     for step in range(start, c.total_steps):
         batch = sharding.make_global_batch(next(train_iter), data_sharding)
         state, step_metrics = train_fn(state, batch)
-        total = step_metrics if total is None else accumulate(total, step_metrics)
+        pending = accumulate(pending, step_metrics)
         since += 1
         bar.update(1)
         done = step + 1
         if done % c.log_every == 0 or done == c.total_steps:
             # The only host sync of the loop: fetching the summed metrics.
             now = time.perf_counter()
-            final.update(_log_train(writer, bar, done, total, since, now - t_last, c.batch_size))
-            total, since, t_last = None, 0, now
+            final.update(_log_train(writer, bar, done, pending, since, now - t_last, c.batch_size))
+            pending = jax.tree.map(jnp.zeros_like, pending) | {"nonfinite_step": pending_none()}
+            since, t_last = 0, now
         if done % c.eval_every == 0 or done == c.total_steps:
-            scalars, confusion = evaluate_split(c, "validation", state, eval_fn, mesh, data_dir)
-            _write_eval(workdir, writer, done, scalars, confusion, "validation")
-            final.update(scalars)
+            last_eval, confusion = evaluate_split(c, "validation", state, eval_fn, mesh, data_dir)
+            _write_eval(workdir, writer, done, last_eval, confusion, "validation")
+            final.update(last_eval)
+        preempted = watcher.should_stop(done)
+        if done % c.checkpoint.every == 0 or done == c.total_steps or preempted:
+            carry = {"train_state": state, "pending": pending, "pending_steps": jnp.int32(since)}
+            ckpt.save(done, carry, train_iter.get_state(), run_meta, last_eval)
+        if preempted and done < c.total_steps:
+            ckpt.wait()  # synchronous: the process is about to exit
+            watcher.close()
+            writer.close()
+            raise Preempted(done)
+    watcher.close()
     bar.close()
+    ckpt.wait()
 
     # --- final evaluation on the test split ----------------------------------------------
     scalars, confusion = evaluate_split(c, "test", state, eval_fn, mesh, data_dir)
@@ -260,10 +294,53 @@ def train_and_evaluate(
     final.update(scalars)
     final["time/train_seconds"] = time.perf_counter() - t_start
     writer.close()
+    ckpt.close()
     if is_main:
         write_json(os.path.join(workdir, "final_metrics.json"), final)
         print(_summary_line(c.total_steps, final), flush=True)
     return RunResult(state=state, metrics=final)
+
+
+def pending_none() -> jax.Array:
+    return jnp.full((), -1, jnp.int32)
+
+
+def zero_train_metrics(train_fn, state, image_shape, batch_size, data_sharding) -> dict:
+    """Zeros shaped like the step's metrics (nonfinite_step = -1 means "none yet")."""
+    batch = {
+        "image": jax.ShapeDtypeStruct(
+            (batch_size, *image_shape), jnp.float32, sharding=data_sharding
+        ),
+        "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=data_sharding),
+    }
+    shapes = jax.eval_shape(train_fn, state, batch)[1]
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    return zeros | {"nonfinite_step": pending_none()}
+
+
+def _abstract(tree: Any) -> Any:
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+def _create_checkpointer(c: ml_collections.ConfigDict, workdir: str) -> Checkpointer:
+    k = c.checkpoint
+    return Checkpointer(
+        os.path.join(workdir, "checkpoints"),
+        keep=k.keep,
+        keep_best=k.keep_best,
+        best_metric=k.best_metric,
+        best_mode=k.best_mode,
+        async_save=k.async_save,
+    )
+
+
+def _prepare_workdir(workdir: str, run_meta: dict[str, Any]) -> None:
+    try:
+        os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
+        write_json(os.path.join(workdir, "config.json"), run_meta["config"])
+        write_json(os.path.join(workdir, "provenance.json"), run_meta["provenance"])
+    except OSError as e:
+        raise CheckpointError(f"workdir {workdir} is not writable: {e}") from e
 
 
 def _count_params(state: TrainState) -> int:

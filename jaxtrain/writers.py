@@ -54,3 +54,23 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
     """Reads metrics.jsonl back as a list of records."""
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def supersede_metrics(workdir: str, restored_step: int) -> None:
+    """On resume, drops records the restored run will write again.
+
+    Records after the restored step came from work that was lost, and the test evaluation is
+    redone at the end; everything else is kept, so the file holds the whole run's history.
+    """
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return
+    kept = [
+        r
+        for r in read_metrics(workdir)
+        if r["step"] <= restored_step and not any(k.startswith("test/") for k in r)
+    ]
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in kept)
+    os.replace(tmp, path)

@@ -1,0 +1,209 @@
+"""Orbax checkpointing: train state + data-iterator state + metadata, one manager per workdir.
+
+Each checkpoint step directory holds three items:
+  state  the TrainState plus the pending (not yet logged) metric sums, as arrays (no pickles)
+  data   the grain iterator state, as JSON
+  meta   the resolved config, provenance and format version, as JSON
+Orbax writes into a temporary directory and renames it when complete, so a crash or kill mid-save
+never leaves a half-written step that looks finished.
+"""
+
+import dataclasses
+import logging
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
+
+from jaxtrain.errors import CheckpointError
+
+FORMAT_VERSION = 1
+# Config fields that decide the shapes in the state; a checkpoint whose values differ cannot be
+# restored into this run.
+STATE_DEFINING_FIELDS = ("model", "optimizer.name", "data.name")
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Restored:
+    step: int
+    state: Any
+    data_state: dict[str, Any]
+    meta: dict[str, Any]
+
+
+def _preservation(keep: int, keep_best: int, best_metric: str, best_mode: str):
+    policies = [pp.LatestN(n=keep)]
+    if keep_best > 0:
+        policies.append(
+            pp.BestN(
+                get_metric_fn=lambda metrics: metrics[best_metric],
+                reverse=best_mode == "min",
+                n=keep_best,
+                keep_checkpoints_without_metrics=False,
+            )
+        )
+    return pp.AnyPreservationPolicy(policies)
+
+
+class Checkpointer:
+    """Saves every `every` steps (asynchronously unless told otherwise) and restores."""
+
+    def __init__(
+        self,
+        directory: str,
+        *,
+        keep: int,
+        keep_best: int,
+        best_metric: str,
+        best_mode: str,
+        async_save: bool,
+    ):
+        self.directory = os.path.abspath(directory)
+        self.best_metric = best_metric
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=_preservation(keep, keep_best, best_metric, best_mode),
+            enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=True,  # leftovers of a save that was killed
+            create=True,
+        )
+        try:
+            self.manager = ocp.CheckpointManager(
+                self.directory, item_names=("state", "data", "meta"), options=options
+            )
+        except OSError as e:
+            raise CheckpointError(
+                f"cannot create checkpoint directory {self.directory}: {e}"
+            ) from e
+
+    def save(
+        self, step: int, state: Any, data_state: dict, meta: dict, metrics: dict | None
+    ) -> None:
+        """Starts a save; returns once the arrays are copied off the step's buffers."""
+        # BestN ranks by the metric; without one, a step is kept only as one of the latest.
+        has_metric = metrics is not None and self.best_metric in metrics
+        ranked = {self.best_metric: float(metrics[self.best_metric])} if has_metric else None
+        try:
+            self.manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state),
+                    data=ocp.args.JsonSave(data_state),
+                    meta=ocp.args.JsonSave({**meta, "format_version": FORMAT_VERSION}),
+                ),
+                metrics=ranked,
+                force=True,
+            )
+        except OSError as e:
+            raise CheckpointError(
+                f"saving step {step} to {self.directory} failed ({e}); earlier checkpoints are "
+                "untouched. Free disk space or fix permissions, then re-run to resume."
+            ) from e
+
+    def wait(self) -> None:
+        """Blocks until any asynchronous save has been committed."""
+        try:
+            self.manager.wait_until_finished()
+        except OSError as e:
+            raise CheckpointError(
+                f"an asynchronous save to {self.directory} failed ({e}); earlier checkpoints are "
+                "untouched."
+            ) from e
+
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def best_step(self) -> int | None:
+        return self.manager.best_step()
+
+    def read_meta(self, step: int) -> dict[str, Any]:
+        out = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return out["meta"]
+
+    def restore(self, step: int, abstract_state: Any) -> Restored:
+        """Restores one step into `abstract_state`'s shapes and shardings (any mesh size)."""
+        out = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                data=ocp.args.JsonRestore(),
+                meta=ocp.args.JsonRestore(),
+            ),
+        )
+        return Restored(step=step, state=out["state"], data_state=out["data"], meta=out["meta"])
+
+    def restore_latest(self, abstract_state: Any, config: dict) -> Restored | None:
+        """The newest checkpoint that restores; a damaged one is skipped with a warning."""
+        for step in reversed(self.steps()):
+            try:
+                meta = self.read_meta(step)
+            except Exception as e:  # noqa: BLE001 - any read failure means a damaged step
+                log.warning(
+                    "checkpoint step %d in %s is unreadable (%s); trying an older one",
+                    step,
+                    self.directory,
+                    _short(e),
+                )
+                continue
+            check_compatible(meta.get("config", {}), config, f"{self.directory}/{step}")
+            try:
+                return self.restore(step, abstract_state)
+            except Exception as e:  # noqa: BLE001
+                log.warning(
+                    "checkpoint step %d in %s is damaged (%s); trying an older one",
+                    step,
+                    self.directory,
+                    _short(e),
+                )
+        return None
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def _short(e: Exception) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:300]}"
+
+
+def _lookup(config: dict, dotted: str) -> Any:
+    node = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def check_compatible(saved: dict, current: dict, where: str) -> None:
+    """Raises CheckpointError naming each state-defining field that differs."""
+    diffs = []
+    for field in STATE_DEFINING_FIELDS:
+        a, b = _lookup(saved, field), _lookup(current, field)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += [
+                f"{field}.{k}: checkpoint {a.get(k)!r} vs config {b.get(k)!r}"
+                for k in sorted(set(a) | set(b))
+                if _norm(a.get(k)) != _norm(b.get(k))
+            ]
+        elif _norm(a) != _norm(b):
+            diffs.append(f"{field}: checkpoint {a!r} vs config {b!r}")
+    if diffs:
+        raise CheckpointError(
+            f"checkpoint {where} was written by an incompatible config ({'; '.join(diffs)}). "
+            "Use a new --workdir, or --config.init_from to load its params only."
+        )
+
+
+def _norm(value: Any) -> Any:
+    # JSON turns tuples into lists; compare them as equal.
+    return list(value) if isinstance(value, tuple) else value
+
+
+def abstract_with_shardings(abstract_state: Any, shardings: Any) -> Any:
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, shardings
+    )

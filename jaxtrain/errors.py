@@ -1,0 +1,17 @@
+"""Exceptions that the CLI turns into one-line messages and documented exit codes."""
+
+EXIT_BAD_INPUT = 2  # config, command line, data or checkpoint problems
+EXIT_NONFINITE = 3  # the training loss became NaN/Inf
+EXIT_PREEMPTED = 4  # SIGTERM/SIGINT: a checkpoint was saved; re-run the command to continue
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be written or used; the message says which and why."""
+
+
+class Preempted(Exception):
+    """The run saved a checkpoint at `step` after SIGTERM/SIGINT and stopped."""
+
+    def __init__(self, step: int):
+        super().__init__(f"preempted: saved a checkpoint at step {step}; re-run to continue")
+        self.step = step
