@@ -11,6 +11,7 @@ never leaves a half-written step that looks finished.
 import dataclasses
 import logging
 import os
+import time
 from typing import Any
 
 import jax
@@ -136,29 +137,38 @@ class Checkpointer:
         return Restored(step=step, state=out["state"], data_state=out["data"], meta=out["meta"])
 
     def restore_latest(self, abstract_state: Any, config: dict) -> Restored | None:
-        """The newest checkpoint that restores; a damaged one is skipped with a warning."""
+        """The newest checkpoint that restores.
+
+        A damaged step is moved aside (kept for inspection, never deleted) with a warning that
+        names it, so the run resumes from the one before and can save that step again.
+        """
         for step in reversed(self.steps()):
             try:
                 meta = self.read_meta(step)
             except Exception as e:  # noqa: BLE001 - any read failure means a damaged step
-                log.warning(
-                    "checkpoint step %d in %s is unreadable (%s); trying an older one",
-                    step,
-                    self.directory,
-                    _short(e),
-                )
+                self._set_aside(step, e)
                 continue
             check_compatible(meta.get("config", {}), config, f"{self.directory}/{step}")
             try:
                 return self.restore(step, abstract_state)
             except Exception as e:  # noqa: BLE001
-                log.warning(
-                    "checkpoint step %d in %s is damaged (%s); trying an older one",
-                    step,
-                    self.directory,
-                    _short(e),
-                )
+                self._set_aside(step, e)
         return None
+
+    def _set_aside(self, step: int, error: Exception) -> None:
+        aside = os.path.join(os.path.dirname(self.directory), "checkpoints_damaged")
+        target = os.path.join(aside, f"{step}-{int(time.time())}")
+        log.warning(
+            "checkpoint step %d in %s is damaged (%s); moved to %s, trying an older one",
+            step,
+            self.directory,
+            _short(error),
+            target,
+        )
+        if jax.process_index() == 0:
+            os.makedirs(aside, exist_ok=True)
+            os.replace(os.path.join(self.directory, str(step)), target)
+        self.manager.reload()
 
     def close(self) -> None:
         self.manager.close()

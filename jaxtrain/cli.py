@@ -16,6 +16,7 @@ from jaxtrain.errors import (
     EXIT_NONFINITE,
     EXIT_PREEMPTED,
     CheckpointError,
+    DataError,
     Preempted,
 )
 
@@ -83,7 +84,7 @@ def main(argv: list[str]) -> None:
     except Preempted as e:
         print(str(e), file=sys.stderr)
         sys.exit(EXIT_PREEMPTED)
-    except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, CheckpointError, DataError, FileNotFoundError) as e:
         # Bad input is reported as one line; a traceback is for bugs, not for typos.
         if os.environ.get("JAXTRAIN_DEBUG"):
             raise

@@ -15,3 +15,7 @@ class Preempted(Exception):
     def __init__(self, step: int):
         super().__init__(f"preempted: saved a checkpoint at step {step}; re-run to continue")
         self.step = step
+
+
+class DataError(ValueError):
+    """A dataset, split, file or example is unusable; the message names it."""

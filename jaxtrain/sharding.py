@@ -5,6 +5,8 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxtrain.config import ConfigError
+
 DATA_AXIS = "data"
 
 
@@ -17,7 +19,9 @@ def create_mesh(num_devices: int) -> Mesh:
     devices = jax.devices()
     n = len(devices) if num_devices == -1 else num_devices
     if n > len(devices):
-        raise ValueError(f"config.num_devices={n} but only {len(devices)} devices are visible")
+        raise ConfigError(
+            f"config.num_devices: {n} requested but only {len(devices)} devices are visible"
+        )
     return Mesh(np.array(devices[:n]), (DATA_AXIS,), axis_types=(AxisType.Auto,))
 
 

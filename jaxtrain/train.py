@@ -20,7 +20,7 @@ from jaxtrain import data as data_lib
 from jaxtrain import metrics as metrics_lib
 from jaxtrain import models, optim, provenance, sharding
 from jaxtrain.checkpoint import Checkpointer
-from jaxtrain.config import validate_config
+from jaxtrain.config import ConfigError, validate_config
 from jaxtrain.errors import CheckpointError, Preempted
 from jaxtrain.preemption import PreemptionWatcher
 from jaxtrain.step import (
@@ -195,7 +195,7 @@ def train_and_evaluate(
     data_dir = resolve_data_dir(c.data.data_dir)
     info = data_lib.get_dataset_info(c.data.name, data_dir, c.data.validation_size)
     if info.num_classes != c.model.num_classes:
-        raise ValueError(
+        raise ConfigError(
             f"config.model.num_classes={c.model.num_classes} but dataset {c.data.name!r} has "
             f"{info.num_classes} classes"
         )
@@ -226,13 +226,19 @@ def train_and_evaluate(
     state, train_fn, eval_fn = create_state_and_steps(c, mesh, tuple(info.image_shape))
     accumulate = jax.jit(accumulate_train_metrics)
     data_sharding = sharding.batch_sharding(mesh)
-    pending = zero_train_metrics(train_fn, state, info.image_shape, c.batch_size, data_sharding)
+    zero_pending = zero_train_metrics(
+        train_fn, state, info.image_shape, c.batch_size, data_sharding
+    )
     log.info("mesh %s; %d params", dict(mesh.shape), _count_params(state))
 
     # --- restore --------------------------------------------------------------------------
     # `pending` holds metric sums since the last log step, so a resume mid-interval logs the
     # same averages as an uninterrupted run.
-    carry = {"train_state": state, "pending": pending, "pending_steps": jnp.zeros((), jnp.int32)}
+    carry = {
+        "train_state": state,
+        "pending": zero_pending,
+        "pending_steps": jnp.zeros((), jnp.int32),
+    }
     restored = ckpt.restore_latest(_abstract(carry), c.to_dict())
     if restored is not None:
         carry = restored.state
@@ -269,7 +275,7 @@ def train_and_evaluate(
             # The only host sync of the loop: fetching the summed metrics.
             now = time.perf_counter()
             final.update(_log_train(writer, bar, done, pending, since, now - t_last, c.batch_size))
-            pending = jax.tree.map(jnp.zeros_like, pending) | {"nonfinite_step": pending_none()}
+            pending = zero_pending
             since, t_last = 0, now
         if done % c.eval_every == 0 or done == c.total_steps:
             last_eval, confusion = evaluate_split(c, "validation", state, eval_fn, mesh, data_dir)
@@ -301,10 +307,6 @@ def train_and_evaluate(
     return RunResult(state=state, metrics=final)
 
 
-def pending_none() -> jax.Array:
-    return jnp.full((), -1, jnp.int32)
-
-
 def zero_train_metrics(train_fn, state, image_shape, batch_size, data_sharding) -> dict:
     """Zeros shaped like the step's metrics (nonfinite_step = -1 means "none yet")."""
     batch = {
@@ -315,7 +317,9 @@ def zero_train_metrics(train_fn, state, image_shape, batch_size, data_sharding) 
     }
     shapes = jax.eval_shape(train_fn, state, batch)[1]
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-    return zeros | {"nonfinite_step": pending_none()}
+    zeros["nonfinite_step"] = jnp.full((), -1, jnp.int32)
+    # Placed like the step's metric outputs, so accumulating never mixes device sets.
+    return jax.device_put(zeros, sharding.replicated(data_sharding.mesh))
 
 
 def _abstract(tree: Any) -> Any:

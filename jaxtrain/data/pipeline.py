@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxtrain.data.builders import fashion_mnist
+from jaxtrain.errors import DataError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +124,7 @@ def create_eval_iterator(
     Every process yields the same number of batches, so collectives in the eval step line up.
     """
     if split not in EVAL_SPLITS:
-        raise ValueError(f"split must be one of {EVAL_SPLITS}, got {split!r}")
+        raise DataError(f"split must be one of {EVAL_SPLITS}, got {split!r}")
     local_batch_size = _local_batch_size(global_batch_size, process_count)
     _shard_options(process_index, process_count)
     source = _BatchReader(_open_split(name, split, data_dir, validation_size, in_memory))
@@ -201,7 +202,7 @@ class _ReadBatch(grain.transforms.Map):
         bad = valid & ((labels < 0) | (labels >= self._num_classes))
         if bad.any():
             i = int(np.argmax(bad))
-            raise ValueError(
+            raise DataError(
                 f"{self._where}: example {int(indices[i])} has label {int(labels[i])} "
                 f"outside [0, {self._num_classes})"
             )
@@ -216,7 +217,7 @@ class _ReadBatch(grain.transforms.Map):
 
 def _get_spec(name: str) -> DatasetSpec:
     if name not in DATASETS:
-        raise ValueError(f"Unknown dataset {name!r}; valid names: {sorted(DATASETS)}")
+        raise DataError(f"Unknown dataset {name!r}; valid names: {sorted(DATASETS)}")
     return DATASETS[name]
 
 
@@ -240,7 +241,7 @@ def _open_split(
     _check_validation_size(validation_size, num_train_split)
     num_train = num_train_split - validation_size
     if split == "validation" and validation_size == 0:
-        raise ValueError(f"{name}: no 'validation' split because validation_size is 0")
+        raise DataError(f"{name}: no 'validation' split because validation_size is 0")
     # TFDS split slicing carves validation from the end of train, deterministically.
     tfds_split = {
         "train": f"train[:{num_train}]",
@@ -253,7 +254,7 @@ def _open_split(
 
 def _check_validation_size(validation_size: int, num_train_split: int) -> None:
     if not 0 <= validation_size < num_train_split:
-        raise ValueError(
+        raise DataError(
             f"validation_size must be in [0, {num_train_split}) (the train split size), "
             f"got {validation_size}"
         )
@@ -261,7 +262,7 @@ def _check_validation_size(validation_size: int, num_train_split: int) -> None:
 
 def _local_batch_size(global_batch_size: int, process_count: int) -> int:
     if global_batch_size <= 0 or global_batch_size % process_count:
-        raise ValueError(
+        raise DataError(
             f"global batch_size {global_batch_size} must be positive and divisible by "
             f"process_count {process_count}"
         )
@@ -276,7 +277,7 @@ def _read_options(prefetch: int) -> grain.ReadOptions:
 
 def _shard_options(process_index: int, process_count: int) -> grain.sharding.ShardOptions:
     if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index {process_index} not in [0, process_count={process_count})")
+        raise DataError(f"process_index {process_index} not in [0, process_count={process_count})")
     return grain.sharding.ShardOptions(
         shard_index=process_index, shard_count=process_count, drop_remainder=True
     )

@@ -12,6 +12,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
+from jaxtrain.errors import DataError
+
 NAME = "jaxtrain_fashion_mnist"
 CLASS_NAMES = (
     "T-shirt/top",
@@ -117,17 +119,17 @@ def read_idx(path: str, magic: int) -> np.ndarray:
         with gzip.open(path, "rb") as f:
             data = f.read()
     except (OSError, EOFError) as err:
-        raise ValueError(f"{path}: not a readable gzip file ({err})") from err
+        raise DataError(f"{path}: not a readable gzip file ({err})") from err
     found = int.from_bytes(data[:4], "big")
     if len(data) < 4 or found != magic:
-        raise ValueError(f"{path}: bad IDX magic number {found}, expected {magic}")
+        raise DataError(f"{path}: bad IDX magic number {found}, expected {magic}")
     ndim = magic & 0xFF
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise ValueError(f"{path}: truncated IDX header")
+        raise DataError(f"{path}: truncated IDX header")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     if len(data) - header != int(np.prod(shape)):
-        raise ValueError(
+        raise DataError(
             f"{path}: IDX header says shape {shape} but holds {len(data) - header} bytes"
         )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
@@ -139,13 +141,13 @@ def check_statistics(arrays: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
         expected = SPLIT_SIZES[split] // len(CLASS_NAMES)
         counts = np.bincount(labels, minlength=len(CLASS_NAMES))
         if len(counts) != len(CLASS_NAMES) or np.any(counts != expected):
-            raise ValueError(
+            raise DataError(
                 f"Fashion-MNIST {split}: class counts {counts.tolist()}, expected {expected} each"
             )
     # Mean over 47M pixels in float64 so the tolerance measures data, not rounding.
     mean = arrays["train"][0].mean(dtype=np.float64) / 255.0
     if abs(mean - TRAIN_PIXEL_MEAN) > _MEAN_TOLERANCE:
-        raise ValueError(
+        raise DataError(
             f"Fashion-MNIST train: pixel mean {mean:.4f}, expected {TRAIN_PIXEL_MEAN} "
             f"(tolerance {_MEAN_TOLERANCE}); the source files are not the standard dataset"
         )
@@ -158,9 +160,9 @@ def read_split(split: str, paths: dict[str, str]) -> tuple[np.ndarray, np.ndarra
     labels = read_idx(paths[labels_file], _LABELS_MAGIC)
     num = SPLIT_SIZES[split]
     if images.shape != (num, *IMAGE_SHAPE[:2]):
-        raise ValueError(f"{paths[images_file]}: shape {images.shape}, expected ({num}, 28, 28)")
+        raise DataError(f"{paths[images_file]}: shape {images.shape}, expected ({num}, 28, 28)")
     if labels.shape != (num,):
-        raise ValueError(f"{paths[labels_file]}: shape {labels.shape}, expected ({num},)")
+        raise DataError(f"{paths[labels_file]}: shape {labels.shape}, expected ({num},)")
     return images, labels
 
 
