@@ -20,10 +20,11 @@ from jaxtrain.errors import (
     Preempted,
 )
 
-COMMANDS = ("train", "prepare")
+COMMANDS = ("train", "eval", "prepare")
 USAGE = (
     "usage: python -m jaxtrain train --config experiments/NAME.py --workdir DIR "
     "[--config.a.b=value ...]\n"
+    "       python -m jaxtrain eval --workdir DIR [--checkpoint best|latest|STEP]\n"
     "       python -m jaxtrain prepare DATASET [--data_dir DIR] [--manual_dir DIR]"
 )
 
@@ -32,6 +33,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: config, metrics,
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (prepare only).")
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Folder with the raw source files.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "eval: best, latest or a step number.")
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
@@ -53,6 +55,14 @@ def _train() -> None:
     if not _WORKDIR.value:
         _fail("--workdir is required")
     train_and_evaluate(config, _WORKDIR.value, progress=_PROGRESS.value)
+
+
+def _eval() -> None:
+    from jaxtrain.evaluate import evaluate_checkpoint
+
+    if not _WORKDIR.value:
+        _fail("--workdir is required")
+    evaluate_checkpoint(_WORKDIR.value, _CHECKPOINT.value)
 
 
 def _prepare(args: list[str]) -> None:
@@ -77,6 +87,8 @@ def main(argv: list[str]) -> None:
     try:
         if command == "train":
             _train()
+        elif command == "eval":
+            _eval()
         else:
             _prepare(rest)
     except FloatingPointError as e:

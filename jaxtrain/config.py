@@ -29,6 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.log_every = 100
     c.eval_every = 500  # validation-split evaluation; the test split is evaluated once at the end
     c.num_devices = -1  # -1: all devices; N: the first N (a data-parallel mesh)
+    c.init_from = ""  # warm start: a run dir or checkpoint to load params (not optimizer) from
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "fashion_mnist"

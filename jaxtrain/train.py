@@ -32,6 +32,7 @@ from jaxtrain.step import (
     split_model,
     train_step,
 )
+from jaxtrain.warm_start import warm_start
 from jaxtrain.writers import MetricWriter, supersede_metrics, write_json
 
 log = logging.getLogger(__name__)
@@ -234,18 +235,17 @@ def train_and_evaluate(
     # --- restore --------------------------------------------------------------------------
     # `pending` holds metric sums since the last log step, so a resume mid-interval logs the
     # same averages as an uninterrupted run.
-    carry = {
-        "train_state": state,
-        "pending": zero_pending,
-        "pending_steps": jnp.zeros((), jnp.int32),
-    }
-    restored = ckpt.restore_latest(_abstract(carry), c.to_dict())
+    carry = make_carry(state, zero_pending, 0)
+    restored = ckpt.restore_latest(abstract_like(carry), c.to_dict())
     if restored is not None:
         carry = restored.state
         train_iter.set_state(restored.data_state)
         log.info("resumed from checkpoint step %d in %s", restored.step, ckpt.directory)
         if is_main:
             supersede_metrics(workdir, restored.step)
+    elif c.init_from:
+        # Resuming this run's own checkpoint takes precedence over a warm start.
+        carry["train_state"] = warm_start(state, c.init_from)
     state, pending, since = carry["train_state"], carry["pending"], int(carry["pending_steps"])
     writer = MetricWriter(workdir, enabled=is_main)
 
@@ -283,7 +283,7 @@ def train_and_evaluate(
             final.update(last_eval)
         preempted = watcher.should_stop(done)
         if done % c.checkpoint.every == 0 or done == c.total_steps or preempted:
-            carry = {"train_state": state, "pending": pending, "pending_steps": jnp.int32(since)}
+            carry = make_carry(state, pending, since)
             ckpt.save(done, carry, train_iter.get_state(), run_meta, last_eval)
         if preempted and done < c.total_steps:
             ckpt.wait()  # synchronous: the process is about to exit
@@ -307,6 +307,15 @@ def train_and_evaluate(
     return RunResult(state=state, metrics=final)
 
 
+def make_carry(state: TrainState, pending: dict, pending_steps: int) -> dict[str, Any]:
+    """What a checkpoint's `state` item holds: the train state and the not-yet-logged sums."""
+    return {
+        "train_state": state,
+        "pending": pending,
+        "pending_steps": jnp.asarray(pending_steps, jnp.int32),
+    }
+
+
 def zero_train_metrics(train_fn, state, image_shape, batch_size, data_sharding) -> dict:
     """Zeros shaped like the step's metrics (nonfinite_step = -1 means "none yet")."""
     batch = {
@@ -322,7 +331,7 @@ def zero_train_metrics(train_fn, state, image_shape, batch_size, data_sharding) 
     return jax.device_put(zeros, sharding.replicated(data_sharding.mesh))
 
 
-def _abstract(tree: Any) -> Any:
+def abstract_like(tree: Any) -> Any:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 

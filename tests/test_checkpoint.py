@@ -1,5 +1,6 @@
 """Checkpointing: exact resume after SIGKILL, preemption, resharding, damaged checkpoints."""
 
+import json
 import os
 import random
 import re
@@ -18,6 +19,7 @@ from jaxtrain.checkpoint import Checkpointer, abstract_with_shardings, check_com
 from jaxtrain.config import get_config
 from jaxtrain.errors import EXIT_PREEMPTED, CheckpointError
 from jaxtrain.train import create_state_and_steps, params_digest
+from jaxtrain.warm_start import warm_start
 from jaxtrain.writers import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -231,3 +233,96 @@ def test_restore_reshards_between_mesh_sizes(tmp_path, save_devices, restore_dev
     assert restored.data_state == {"next_index": 3}
     ckpt.close()
     assert abstract_with_shardings  # public helper stays importable for callers
+
+
+def _state(features=(8, 16), name="cnn", norm="batchnorm", seed=0):
+    c = get_config()
+    c.seed = seed
+    c.model.name, c.model.features, c.model.hidden, c.model.norm = name, features, 32, norm
+    state, _, _ = create_state_and_steps(c, sharding.create_mesh(8), (28, 28, 1))
+    return state
+
+
+def _save(tmp_path, state):
+    ckpt = Checkpointer(
+        str(tmp_path / "src" / "checkpoints"),
+        keep=1,
+        keep_best=0,
+        best_metric="validation/accuracy",
+        best_mode="max",
+        async_save=False,
+    )
+    ckpt.save(7, {"train_state": state}, {}, {"config": {}}, None)
+    ckpt.close()
+    return str(tmp_path / "src")
+
+
+def test_warm_start_loads_params_but_not_the_optimizer(tmp_path):
+    source = _state(seed=1)
+    source = source.replace(opt_state=jax.tree.map(lambda x: x + 1, source.opt_state))
+    target = _state(seed=2)
+    loaded = warm_start(target, _save(tmp_path, source))
+    np.testing.assert_array_equal(params_digest(loaded), params_digest(source))
+    assert not np.array_equal(params_digest(loaded), params_digest(target))
+    chex_equal = jax.tree.map(np.array_equal, loaded.opt_state, target.opt_state)
+    assert all(jax.tree.leaves(chex_equal)), "optimizer state must stay freshly initialized"
+    assert int(loaded.step) == 0
+
+
+def test_warm_start_partial_match_keeps_init_for_new_layers(tmp_path):
+    source = _state(name="mlp", features=(32,), norm="none", seed=1)
+    target = _state(name="mlp", features=(32,), norm="layernorm", seed=2)
+    loaded = warm_start(target, _save(tmp_path, source))
+    np.testing.assert_array_equal(loaded.params["head"]["kernel"], source.params["head"]["kernel"])
+    np.testing.assert_array_equal(
+        loaded.params["norms"][0]["layer"]["scale"], target.params["norms"][0]["layer"]["scale"]
+    )
+
+
+def test_warm_start_shape_mismatch_names_the_parameter(tmp_path):
+    path = _save(tmp_path, _state(features=(8, 16)))
+    with pytest.raises(
+        CheckpointError, match=r"params/blocks/1/conv/kernel has shape \(3, 3, 8, 16\)"
+    ):
+        warm_start(_state(features=(8, 32)), path)
+    with pytest.raises(CheckpointError, match="no checkpoint found"):
+        warm_start(_state(), str(tmp_path / "nowhere"))
+
+
+def test_eval_command_and_cli_warm_start(tmp_path):
+    source = tmp_path / "source"
+    first = _run(source, "--config.total_steps=20")
+    assert first.returncode == 0, first.stderr[-3000:]
+    final = json.loads((source / "final_metrics.json").read_text())
+
+    def evaluate(which):
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "jaxtrain",
+                "eval",
+                "--workdir",
+                str(source),
+                f"--checkpoint={which}",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=_env(),
+            timeout=300,
+        )
+
+    latest = evaluate("latest")
+    assert latest.returncode == 0, latest.stderr[-3000:]
+    result = json.loads(latest.stdout.strip().splitlines()[-1])
+    assert result["step"] == 20
+    assert result["test/accuracy"] == final["test/accuracy"]  # same params, same data
+    assert (source / "eval" / "eval_latest_step20.json").exists()
+    assert json.loads(evaluate("10").stdout.strip().splitlines()[-1])["step"] == 10
+    bad = evaluate("123")
+    assert bad.returncode == 2 and "use best, latest or one of the saved steps" in bad.stderr
+
+    tuned = _run(tmp_path / "tuned", "--config.total_steps=10", f"--config.init_from={source}")
+    assert tuned.returncode == 0, tuned.stderr[-3000:]
+    assert "warm start from" in tuned.stderr and "checkpoints/20" in tuned.stderr

@@ -1,0 +1,80 @@
+"""Evaluate a saved checkpoint of a run on the test split: `python -m jaxtrain eval`."""
+
+import json
+import os
+
+import jax
+import ml_collections
+
+from jaxtrain import data as data_lib
+from jaxtrain import sharding
+from jaxtrain.checkpoint import Checkpointer
+from jaxtrain.errors import CheckpointError
+from jaxtrain.train import (
+    abstract_like,
+    create_state_and_steps,
+    evaluate_split,
+    make_carry,
+    resolve_data_dir,
+    zero_train_metrics,
+)
+from jaxtrain.writers import write_json
+
+
+def _load_run_config(workdir: str) -> ml_collections.ConfigDict:
+    path = os.path.join(workdir, "config.json")
+    try:
+        with open(path) as f:
+            return ml_collections.ConfigDict(json.load(f))
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: cannot read the run's config ({e})") from e
+
+
+def _pick_step(ckpt: Checkpointer, which: str) -> int:
+    steps = ckpt.steps()
+    if not steps:
+        raise CheckpointError(f"no checkpoints in {ckpt.directory}")
+    if which == "latest":
+        return steps[-1]
+    if which == "best":
+        best = ckpt.best_step()
+        if best is None:
+            raise CheckpointError(f"no checkpoint in {ckpt.directory} has a validation metric")
+        return best
+    if which.isdigit() and int(which) in steps:
+        return int(which)
+    raise CheckpointError(
+        f"--checkpoint={which!r}: use best, latest or one of the saved steps {steps}"
+    )
+
+
+def evaluate_checkpoint(workdir: str, which: str) -> dict[str, float]:
+    """Restores checkpoint `which` (best, latest or a step) and evaluates the test split."""
+    c = _load_run_config(workdir)
+    k = c.checkpoint
+    ckpt = Checkpointer(
+        os.path.join(workdir, "checkpoints"),
+        keep=k.keep,
+        keep_best=k.keep_best,
+        best_metric=k.best_metric,
+        best_mode=k.best_mode,
+        async_save=False,
+    )
+    step = _pick_step(ckpt, which)
+    data_dir = resolve_data_dir(c.data.data_dir)
+    info = data_lib.get_dataset_info(c.data.name, data_dir, c.data.validation_size)
+    mesh = sharding.create_mesh(-1)
+    state, train_fn, eval_fn = create_state_and_steps(c, mesh, tuple(info.image_shape))
+    pending = zero_train_metrics(
+        train_fn, state, info.image_shape, c.batch_size, sharding.batch_sharding(mesh)
+    )
+    restored = ckpt.restore(step, abstract_like(make_carry(state, pending, 0)))
+    state = restored.state["train_state"]
+    scalars, confusion = evaluate_split(c, "test", state, eval_fn, mesh, data_dir)
+    result = {"checkpoint": which, "step": step, **scalars}
+    if jax.process_index() == 0:
+        out = os.path.join(workdir, "eval", f"eval_{which}_step{step}.json")
+        write_json(out, {**result, "test/confusion_rows_true_cols_pred": confusion.tolist()})
+        print(json.dumps(result), flush=True)
+    ckpt.close()
+    return result
