@@ -98,20 +98,22 @@ class Checkpointer:
                 metrics=ranked,
                 force=True,
             )
-        except OSError as e:
+        except Exception as e:  # noqa: BLE001 - tensorstore reports I/O errors as ValueError
+            # The failure may belong to this save or to the previous asynchronous one.
             raise CheckpointError(
-                f"saving step {step} to {self.directory} failed ({e}); earlier checkpoints are "
-                "untouched. Free disk space or fix permissions, then re-run to resume."
+                f"saving a checkpoint (step {step} or the save before it) to {self.directory} "
+                f"failed: {_short(e)}. Earlier complete checkpoints are untouched; free disk "
+                "space or fix permissions, then re-run the same command to resume."
             ) from e
 
     def wait(self) -> None:
         """Blocks until any asynchronous save has been committed."""
         try:
             self.manager.wait_until_finished()
-        except OSError as e:
+        except Exception as e:  # noqa: BLE001
             raise CheckpointError(
-                f"an asynchronous save to {self.directory} failed ({e}); earlier checkpoints are "
-                "untouched."
+                f"an asynchronous save to {self.directory} failed: {_short(e)}. Earlier complete "
+                "checkpoints are untouched; free disk space, then re-run to resume."
             ) from e
 
     def steps(self) -> list[int]:
@@ -176,7 +178,9 @@ class Checkpointer:
 
 def _short(e: Exception) -> str:
     text = " ".join(str(e).split())
-    return f"{type(e).__name__}: {text[:300]}"
+    if len(text) > 400:  # keep both ends: the operation and the OS reason (e.g. disk full)
+        text = f"{text[:200]} ... {text[-200:]}"
+    return f"{type(e).__name__}: {text}"
 
 
 def _lookup(config: dict, dotted: str) -> Any:

@@ -4,6 +4,7 @@ import json
 import os
 import random
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -326,3 +327,31 @@ def test_eval_command_and_cli_warm_start(tmp_path):
     tuned = _run(tmp_path / "tuned", "--config.total_steps=10", f"--config.init_from={source}")
     assert tuned.returncode == 0, tuned.stderr[-3000:]
     assert "warm start from" in tuned.stderr and "checkpoints/20" in tuned.stderr
+
+
+def _limit_file_size():
+    # A file-size limit makes writes fail like a full disk would, without root or a mount.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def test_failed_save_is_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
+    workdir = tmp_path / "run"
+    assert _run(workdir, "--config.total_steps=20").returncode == 0
+    full = subprocess.run(
+        _cmd(workdir, "--config.total_steps=40"),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=_env(),
+        timeout=300,
+        preexec_fn=_limit_file_size,
+    )
+    assert full.returncode == 2, full.stderr[-3000:]
+    # Orbax logs its background thread's traceback; our one-line summary comes last.
+    last = full.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: saving a checkpoint") and "File too large" in last
+    assert "Earlier complete checkpoints are untouched" in last
+    again = _run(workdir, "--config.total_steps=40")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resumed from checkpoint step 20" in again.stderr
