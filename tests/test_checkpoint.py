@@ -4,7 +4,7 @@ import json
 import os
 import random
 import re
-import resource
+import shlex
 import signal
 import subprocess
 import sys
@@ -329,23 +329,20 @@ def test_eval_command_and_cli_warm_start(tmp_path):
     assert "warm start from" in tuned.stderr and "checkpoints/20" in tuned.stderr
 
 
-def _limit_file_size():
-    # A file-size limit makes writes fail like a full disk would, without root or a mount.
-    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-
-
 def test_failed_save_is_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
     workdir = tmp_path / "run"
     assert _run(workdir, "--config.total_steps=20").returncode == 0
+    # A 100 KB file-size limit makes checkpoint writes fail as on a full disk, without root or
+    # a mount; SIGXFSZ is ignored so the write returns an error instead of killing the process.
+    # (bash sets the limit: a preexec_fn would fork() a process that runs JAX threads.)
+    command = " ".join(shlex.quote(a) for a in _cmd(workdir, "--config.total_steps=40"))
     full = subprocess.run(
-        _cmd(workdir, "--config.total_steps=40"),
+        ["bash", "-c", f"ulimit -f 100 && trap '' XFSZ && exec {command}"],
         capture_output=True,
         text=True,
         cwd=REPO,
         env=_env(),
         timeout=300,
-        preexec_fn=_limit_file_size,
     )
     assert full.returncode == 2, full.stderr[-3000:]
     # Orbax logs its background thread's traceback; our one-line summary comes last.
