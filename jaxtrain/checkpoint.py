@@ -65,6 +65,7 @@ class Checkpointer:
     ):
         self.directory = os.path.abspath(directory)
         self.best_metric = best_metric
+        self.best_mode = best_mode
         options = ocp.CheckpointManagerOptions(
             preservation_policy=_preservation(keep, keep_best, best_metric, best_mode),
             enable_async_checkpointing=async_save,
@@ -93,7 +94,9 @@ class Checkpointer:
                 args=ocp.args.Composite(
                     state=ocp.args.StandardSave(state),
                     data=ocp.args.JsonSave(data_state),
-                    meta=ocp.args.JsonSave({**meta, "format_version": FORMAT_VERSION}),
+                    meta=ocp.args.JsonSave(
+                        {**meta, "format_version": FORMAT_VERSION, "ranking": ranked}
+                    ),
                 ),
                 metrics=ranked,
                 force=True,
@@ -120,7 +123,16 @@ class Checkpointer:
         return sorted(self.manager.all_steps())
 
     def best_step(self) -> int | None:
-        return self.manager.best_step()
+        """The kept step with the best `best_metric`, from each step's own metadata."""
+        scored = []
+        for step in self.steps():
+            ranking = self.read_meta(step).get("ranking") or {}
+            if self.best_metric in ranking:
+                scored.append((ranking[self.best_metric], step))
+        if not scored:
+            return None
+        pick = max if self.best_mode == "max" else min
+        return pick(scored)[1]
 
     def read_meta(self, step: int) -> dict[str, Any]:
         out = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))

@@ -321,6 +321,13 @@ def test_eval_command_and_cli_warm_start(tmp_path):
     assert result["test/accuracy"] == final["test/accuracy"]  # same params, same data
     assert (source / "eval" / "eval_latest_step20.json").exists()
     assert json.loads(evaluate("10").stdout.strip().splitlines()[-1])["step"] == 10
+    val = {
+        r["step"]: r["validation/accuracy"]
+        for r in read_metrics(source)
+        if "validation/accuracy" in r
+    }
+    best = json.loads(evaluate("best").stdout.strip().splitlines()[-1])
+    assert best["step"] == max(val, key=lambda s: (val[s], s))
     bad = evaluate("123")
     assert bad.returncode == 2 and "use best, latest or one of the saved steps" in bad.stderr
 
@@ -345,10 +352,30 @@ def test_failed_save_is_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_pat
         timeout=300,
     )
     assert full.returncode == 2, full.stderr[-3000:]
-    # Orbax logs its background thread's traceback; our one-line summary comes last.
-    last = full.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: saving a checkpoint") and "File too large" in last
-    assert "Earlier complete checkpoints are untouched" in last
+    # Orbax also logs its background thread's traceback; our summary is one "error:" line.
+    lines = [x for x in full.stderr.splitlines() if x.startswith("error: saving a checkpoint")]
+    assert len(lines) == 1 and "File too large" in lines[0], full.stderr[-3000:]
+    assert "Earlier complete checkpoints are untouched" in lines[0]
     again = _run(workdir, "--config.total_steps=40")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resumed from checkpoint step 20" in again.stderr
+
+
+@pytest.mark.parametrize("mode, best", [("max", 2), ("min", 3)])
+def test_keeps_latest_n_plus_best_n(tmp_path, mode, best):
+    ckpt = Checkpointer(
+        str(tmp_path / "ck"),
+        keep=2,
+        keep_best=1,
+        best_metric="validation/accuracy",
+        best_mode=mode,
+        async_save=True,
+    )
+    tree = {"x": jax.numpy.arange(4.0)}
+    accuracies = {1: 0.5, 2: 0.9, 3: 0.1, 4: 0.6, 5: 0.7}
+    for step, acc in accuracies.items():
+        ckpt.save(step, tree, {}, {}, {"validation/accuracy": acc, "validation/loss": 1.0})
+    ckpt.wait()
+    assert ckpt.steps() == sorted({best, 4, 5})
+    assert ckpt.best_step() == best
+    ckpt.close()
