@@ -31,6 +31,14 @@ def get_config() -> ml_collections.ConfigDict:
     c.num_devices = -1  # -1: all devices; N: the first N (a data-parallel mesh)
     c.init_from = ""  # warm start: a run dir or checkpoint to load params (not optimizer) from
 
+    c.distributed = ml_collections.ConfigDict()
+    c.distributed.coordinator_address = ""  # host:port of process 0; or $JAXTRAIN_COORDINATOR
+    c.distributed.num_processes = 1  # or $JAXTRAIN_NUM_PROCESSES
+    c.distributed.process_id = -1  # -1: $JAXTRAIN_PROCESS_ID
+    c.distributed.auto = False  # let JAX detect everything (TPU VMs, SLURM)
+    c.distributed.cpu_devices_per_process = 0  # CPU-only runs: fake devices per process
+    c.distributed.timeout_s = 120  # joining the coordinator fails after this, never hangs
+
     c.data = ml_collections.ConfigDict()
     c.data.name = "fashion_mnist"
     c.data.data_dir = ""  # "": $JAXTRAIN_DATA_DIR, else ./.data/tfds

@@ -1,4 +1,4 @@
-"""Graceful preemption: SIGTERM/SIGINT ask the loop to save and exit at the next step boundary."""
+"""Graceful preemption: the loop saves and exits at a step boundary instead of dying mid-step."""
 
 import signal
 import types
@@ -8,25 +8,27 @@ from jax.experimental import multihost_utils
 
 
 class PreemptionWatcher:
-    """Records SIGTERM/SIGINT instead of dying mid-step; restores old handlers on close()."""
+    """One process: records SIGTERM/SIGINT. Several: asks JAX's preemption sync point.
+
+    With several processes JAX's distributed runtime catches SIGTERM itself, spreads the notice to
+    every process and picks one safe step for all of them, so they save the same checkpoint.
+    Installing our own SIGTERM handler there would hide the notice from JAX, so we don't.
+    """
 
     def __init__(self):
         self._requested = False
         self._previous = {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._previous[sig] = signal.signal(sig, self._handle)
+        if jax.process_count() == 1:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, frame: types.FrameType | None) -> None:
         self._requested = True
 
     def should_stop(self, step: int) -> bool:
-        """True when this run must save and exit after `step`.
-
-        With several processes, JAX's preemption sync point makes all of them agree on the same
-        step, so every process saves the same checkpoint.
-        """
+        """True when this run must save and exit after `step`."""
         if jax.process_count() > 1:
-            return self._requested or multihost_utils.reached_preemption_sync_point(step)
+            return multihost_utils.reached_preemption_sync_point(step)
         return self._requested
 
     def close(self) -> None:

@@ -21,6 +21,7 @@ from jaxtrain import metrics as metrics_lib
 from jaxtrain import models, optim, provenance, sharding
 from jaxtrain.checkpoint import Checkpointer
 from jaxtrain.config import ConfigError, validate_config
+from jaxtrain.distributed import initialize_distributed
 from jaxtrain.errors import CheckpointError, Preempted
 from jaxtrain.preemption import PreemptionWatcher
 from jaxtrain.step import (
@@ -191,6 +192,15 @@ def train_and_evaluate(
     """
     # --- setup: validate before anything compiles, record the run -------------------------
     c = config
+    d = c.distributed
+    initialize_distributed(
+        coordinator_address=d.coordinator_address,
+        num_processes=d.num_processes,
+        process_id=d.process_id,
+        auto=d.auto,
+        cpu_devices_per_process=d.cpu_devices_per_process,
+        timeout_s=d.timeout_s,
+    )
     mesh = sharding.create_mesh(c.num_devices)
     validate_config(c, mesh.size)
     data_dir = resolve_data_dir(c.data.data_dir)
@@ -309,11 +319,11 @@ def train_and_evaluate(
 
 def make_carry(state: TrainState, pending: dict, pending_steps: int) -> dict[str, Any]:
     """What a checkpoint's `state` item holds: the train state and the not-yet-logged sums."""
-    return {
-        "train_state": state,
-        "pending": pending,
-        "pending_steps": jnp.asarray(pending_steps, jnp.int32),
-    }
+    # Placed like the metric sums (replicated over the mesh): with several processes, orbax
+    # refuses arrays that live on one process's device only.
+    placement = jax.tree.leaves(pending)[0].sharding
+    steps = jax.device_put(np.asarray(pending_steps, np.int32), placement)
+    return {"train_state": state, "pending": pending, "pending_steps": steps}
 
 
 def zero_train_metrics(train_fn, state, image_shape, batch_size, data_sharding) -> dict:

@@ -287,3 +287,20 @@ def test_bad_arguments_are_named(data_dir):
             global_batch_size=8,
             num_classes=10,
         )
+
+
+def test_global_batch_is_the_same_for_any_process_count(data_dir):
+    whole = _train_iterator(data_dir, global_batch_size=64, process_index=0, process_count=1)
+    halves = [
+        _train_iterator(data_dir, global_batch_size=64, process_index=p, process_count=2)
+        for p in range(2)
+    ]
+    for _ in range(3):
+        expected = next(whole)
+        parts = [next(h) for h in halves]
+        np.testing.assert_array_equal(
+            np.concatenate([p["image"] for p in parts]), expected["image"]
+        )
+        np.testing.assert_array_equal(
+            np.concatenate([p["label"] for p in parts]), expected["label"]
+        )

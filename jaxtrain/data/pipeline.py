@@ -91,18 +91,20 @@ def create_train_iterator(
 ) -> grain.DatasetIterator:
     """Infinite, shuffled, per-process batches of the train split; checkpoint via get_state().
 
-    Each process takes a contiguous shard of the split and shuffles it from `seed`, with a fresh
-    permutation every epoch. `prefetch` batches are prepared ahead in a background thread.
+    Every process draws the same global batches of indices (one permutation of the split per
+    epoch, from `seed`) and reads only its own rows of each. So the global batch at every step is
+    the same for any number of processes, and 1 process x 8 devices trains exactly like 2
+    processes x 4 devices. `prefetch` batches are prepared ahead in a background thread.
     """
     local_batch_size = _local_batch_size(global_batch_size, process_count)
     _shard_options(process_index, process_count)  # validates the process index
     source = _BatchReader(_open_split(name, "train", data_dir, validation_size, in_memory))
-    shard = grain.MapDataset.range(len(source))
-    shard_size = len(source) // process_count
-    shard = shard[process_index * shard_size : (process_index + 1) * shard_size]
     # Batching indices first and reading each batch with one vectorized fetch avoids grain's
     # per-record overhead (~0.4 ms/record with DataLoader on 2 cores, ~10x the read itself).
-    ds = shard.shuffle(seed=seed).repeat(None).batch(local_batch_size, drop_remainder=True)
+    ds = grain.MapDataset.range(len(source)).shuffle(seed=seed).repeat(None)
+    ds = ds.batch(global_batch_size, drop_remainder=True)
+    rows = slice(process_index * local_batch_size, (process_index + 1) * local_batch_size)
+    ds = ds.map(lambda indices: indices[rows])
     ds = ds.map(_ReadBatch(source, name, "train", num_classes, _get_spec(name), with_mask=False))
     return iter(ds.to_iter_dataset(_read_options(prefetch)))
 
