@@ -82,7 +82,14 @@ def initialize_distributed(
         jax.config.update("jax_num_cpu_devices", cpu_devices_per_process)
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if auto:
-        jax.distributed.initialize(initialization_timeout=timeout_s)
+        try:
+            jax.distributed.initialize(initialization_timeout=timeout_s)
+        except ValueError as e:
+            raise ConfigError(
+                f"config.distributed.auto: JAX found no cluster to join ({e}); auto works on "
+                "TPU VMs and under SLURM, elsewhere give coordinator_address, num_processes "
+                "and process_id"
+            ) from e
     else:
         if not coordinator_address or not 0 <= process_id < num_processes:
             raise ConfigError(

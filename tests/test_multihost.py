@@ -126,3 +126,10 @@ def test_missing_process_fails_within_the_timeout(tmp_path):
     )  # fmt: skip
     assert out.returncode != 0
     assert "process 0 waiting up to 3s for 2 processes to join" in out.stderr
+
+
+def test_auto_without_a_cluster_is_a_clear_error(tmp_path):
+    out = _train(tmp_path / "r", "--config.distributed.auto=true", devices=None)
+    assert out.returncode == 2
+    assert "config.distributed.auto: JAX found no cluster" in out.stderr
+    assert "Traceback" not in out.stderr
