@@ -83,6 +83,12 @@ def get_config() -> ml_collections.ConfigDict:
     c.checkpoint.best_mode = "max"  # max or min
     c.checkpoint.async_save = True  # the loop blocks only while arrays are copied to host
 
+    c.early_stopping = ml_collections.ConfigDict()
+    c.early_stopping.patience = 0  # evaluations without improvement; 0 turns it off
+    c.early_stopping.min_delta = 0.0  # smallest change of checkpoint.best_metric that counts
+    # The metric and its direction are checkpoint.best_metric / best_mode, so the best
+    # checkpoint (tested at the end) is the one early stopping picked.
+
     c.loss = ml_collections.ConfigDict()
     c.loss.label_smoothing = 0.0
     return c
@@ -120,6 +126,13 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
     _validate_model(c.model)
     _validate_optimizer(c.optimizer, c.total_steps)
     _validate_checkpoint(c.checkpoint)
+    _check(c.early_stopping.patience >= 0, "early_stopping.patience", "must be >= 0 (0: off)")
+    _check(c.early_stopping.min_delta >= 0, "early_stopping.min_delta", "must be >= 0")
+    _check(
+        c.early_stopping.patience == 0 or c.checkpoint.keep_best >= 1,
+        "checkpoint.keep_best",
+        "must be >= 1 with early stopping, which tests the best checkpoint",
+    )
     ls = c.loss.label_smoothing
     _check(0.0 <= ls < 1.0, "loss.label_smoothing", f"must be in [0, 1), got {ls}")
 

@@ -22,6 +22,7 @@ from jaxtrain import models, optim, provenance, sharding
 from jaxtrain.checkpoint import Checkpointer
 from jaxtrain.config import ConfigError, validate_config
 from jaxtrain.distributed import initialize_distributed
+from jaxtrain.early_stopping import EarlyStopping
 from jaxtrain.errors import CheckpointError, Preempted
 from jaxtrain.preemption import PreemptionWatcher
 from jaxtrain.step import (
@@ -272,9 +273,11 @@ def train_and_evaluate(
     )
     final: dict[str, float] = {}
     last_eval: dict[str, float] | None = None
+    stopper = _create_early_stopping(c, restored)
     watcher = PreemptionWatcher()
     t_last = t_start = time.perf_counter()
-    for step in range(start, c.total_steps):
+    end = start if stopper is not None and stopper.stopped else c.total_steps
+    for step in range(start, end):
         batch = sharding.make_global_batch(next(train_iter), data_sharding)
         state, step_metrics = train_fn(state, batch)
         pending = accumulate(pending, step_metrics)
@@ -287,14 +290,26 @@ def train_and_evaluate(
             final.update(_log_train(writer, bar, done, pending, since, now - t_last, c.batch_size))
             pending = zero_pending
             since, t_last = 0, now
+        ranking = None  # metrics that rank this step's checkpoint among the best
         if done % c.eval_every == 0 or done == c.total_steps:
             last_eval, confusion = evaluate_split(c, "validation", state, eval_fn, mesh, data_dir)
+            ranking = last_eval
             _write_eval(workdir, writer, done, last_eval, confusion, "validation")
             final.update(last_eval)
+            if stopper is not None:
+                if stopper.update(done, last_eval[c.checkpoint.best_metric]):
+                    end = done
+                # Only the step early stopping calls best may be kept as the best checkpoint.
+                ranking = last_eval if stopper.best_step == done else None
         preempted = watcher.should_stop(done)
-        if done % c.checkpoint.every == 0 or done == c.total_steps or preempted:
+        # With early stopping every evaluated step is saved, so the best one is always on disk.
+        evaluated = stopper is not None and done % c.eval_every == 0
+        if done % c.checkpoint.every == 0 or done == end or evaluated or preempted:
             carry = make_carry(state, pending, since)
-            ckpt.save(done, carry, train_iter.get_state(), run_meta, last_eval)
+            meta = run_meta | {"early_stopping": stopper.to_dict() if stopper else None}
+            ckpt.save(done, carry, train_iter.get_state(), meta, ranking)
+        if done == end:
+            break
         if preempted and done < c.total_steps:
             ckpt.wait()  # synchronous: the process is about to exit
             watcher.close()
@@ -305,15 +320,22 @@ def train_and_evaluate(
     ckpt.wait()
 
     # --- final evaluation on the test split ----------------------------------------------
+    if stopper is not None:
+        # Test the best checkpoint by the validation metric, not the last weights.
+        best = ckpt.restore(stopper.best_step, abstract_like(make_carry(state, pending, 0)))
+        state = best.state["train_state"]
+        final["early_stopping/best_step"] = stopper.best_step
+        final["early_stopping/stopped_at"] = end
+        writer.write(end, {k: v for k, v in final.items() if k.startswith("early_stopping/")})
     scalars, confusion = evaluate_split(c, "test", state, eval_fn, mesh, data_dir)
-    _write_eval(workdir, writer, c.total_steps, scalars, confusion, "test")
+    _write_eval(workdir, writer, end, scalars, confusion, "test")
     final.update(scalars)
     final["time/train_seconds"] = time.perf_counter() - t_start
     writer.close()
     ckpt.close()
     if is_main:
         write_json(os.path.join(workdir, "final_metrics.json"), final)
-        print(_summary_line(c.total_steps, final), flush=True)
+        print(_summary_line(end, final), flush=True)
     return RunResult(state=state, metrics=final)
 
 
@@ -343,6 +365,17 @@ def zero_train_metrics(train_fn, state, image_shape, batch_size, data_sharding) 
 
 def abstract_like(tree: Any) -> Any:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+def _create_early_stopping(c: ml_collections.ConfigDict, restored: Any) -> EarlyStopping | None:
+    """None when off; resumed runs continue the saved tracker."""
+    e = c.early_stopping
+    if e.patience <= 0:
+        return None
+    saved = restored.meta.get("early_stopping") if restored is not None else None
+    if saved:
+        return EarlyStopping.from_dict(saved)
+    return EarlyStopping(mode=c.checkpoint.best_mode, patience=e.patience, min_delta=e.min_delta)
 
 
 def _create_checkpointer(c: ml_collections.ConfigDict, workdir: str) -> Checkpointer:
