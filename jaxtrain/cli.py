@@ -20,11 +20,12 @@ from jaxtrain.errors import (
     Preempted,
 )
 
-COMMANDS = ("train", "eval", "prepare")
+COMMANDS = ("train", "eval", "prepare", "plot")
 USAGE = (
     "usage: python -m jaxtrain train --config experiments/NAME.py --workdir DIR "
     "[--config.a.b=value ...]\n"
     "       python -m jaxtrain eval --workdir DIR [--checkpoint best|latest|STEP]\n"
+    "       python -m jaxtrain plot DIR [DIR ...] --out curves.png\n"
     "       python -m jaxtrain prepare DATASET [--data_dir DIR] [--manual_dir DIR]"
 )
 
@@ -33,6 +34,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: config, metrics,
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (prepare only).")
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Folder with the raw source files.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
+_OUT = flags.DEFINE_string("out", "curves.png", "plot: the PNG to write.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "eval: best, latest or a step number.")
 
 
@@ -65,6 +67,13 @@ def _eval() -> None:
     evaluate_checkpoint(_WORKDIR.value, _CHECKPOINT.value)
 
 
+def _plot(run_dirs: list[str]) -> None:
+    from jaxtrain.plot import plot_runs
+
+    plot_runs(run_dirs, _OUT.value)
+    print(f"wrote {_OUT.value}")
+
+
 def _prepare(args: list[str]) -> None:
     from jaxtrain import data
     from jaxtrain.train import resolve_data_dir
@@ -82,13 +91,15 @@ def main(argv: list[str]) -> None:
     if len(argv) < 2 or argv[1] not in COMMANDS:
         _fail(f"expected a command, one of: {', '.join(COMMANDS)}\n{USAGE}")
     command, rest = argv[1], argv[2:]
-    if command != "prepare" and rest:
+    if command not in ("prepare", "plot") and rest:
         _fail(f"unexpected arguments {rest}\n{USAGE}")
     try:
         if command == "train":
             _train()
         elif command == "eval":
             _eval()
+        elif command == "plot":
+            _plot(rest)
         else:
             _prepare(rest)
     except FloatingPointError as e:
