@@ -20,11 +20,12 @@ from jaxtrain.errors import (
     Preempted,
 )
 
-COMMANDS = ("train", "eval", "prepare", "plot")
+COMMANDS = ("train", "eval", "export", "prepare", "plot")
 USAGE = (
     "usage: python -m jaxtrain train --config experiments/NAME.py --workdir DIR "
     "[--config.a.b=value ...]\n"
     "       python -m jaxtrain eval --workdir DIR [--checkpoint best|latest|STEP]\n"
+    "       python -m jaxtrain export --workdir DIR --out model.jaxexport [--checkpoint ...]\n"
     "       python -m jaxtrain plot DIR [DIR ...] --out curves.png\n"
     "       python -m jaxtrain prepare DATASET [--data_dir DIR] [--manual_dir DIR]"
 )
@@ -34,7 +35,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: config, metrics,
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data dir (prepare only).")
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Folder with the raw source files.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
-_OUT = flags.DEFINE_string("out", "curves.png", "plot: the PNG to write.")
+_OUT = flags.DEFINE_string("out", None, "plot: the PNG; export: the .jaxexport file.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "eval: best, latest or a step number.")
 
 
@@ -70,8 +71,17 @@ def _eval() -> None:
 def _plot(run_dirs: list[str]) -> None:
     from jaxtrain.plot import plot_runs
 
-    plot_runs(run_dirs, _OUT.value)
-    print(f"wrote {_OUT.value}")
+    out = _OUT.value or "curves.png"
+    plot_runs(run_dirs, out)
+    print(f"wrote {out}")
+
+
+def _export() -> None:
+    from jaxtrain.export import export_model
+
+    if not _WORKDIR.value or not _OUT.value:
+        _fail("export needs --workdir DIR and --out FILE.jaxexport")
+    export_model(_WORKDIR.value, _CHECKPOINT.value, _OUT.value)
 
 
 def _prepare(args: list[str]) -> None:
@@ -100,6 +110,8 @@ def main(argv: list[str]) -> None:
             _eval()
         elif command == "plot":
             _plot(rest)
+        elif command == "export":
+            _export()
         else:
             _prepare(rest)
     except FloatingPointError as e:

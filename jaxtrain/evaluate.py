@@ -1,7 +1,9 @@
 """Evaluate a saved checkpoint of a run on the test split: `python -m jaxtrain eval`."""
 
+import dataclasses
 import json
 import os
+from typing import Any
 
 import jax
 import ml_collections
@@ -15,6 +17,7 @@ from jaxtrain.train import (
     create_state_and_steps,
     evaluate_split,
     make_carry,
+    model_graphdef,
     resolve_data_dir,
     zero_train_metrics,
 )
@@ -48,8 +51,19 @@ def _pick_step(ckpt: Checkpointer, which: str) -> int:
     )
 
 
-def evaluate_checkpoint(workdir: str, which: str) -> dict[str, float]:
-    """Restores checkpoint `which` (best, latest or a step) and evaluates the test split."""
+@dataclasses.dataclass
+class SavedRun:
+    config: ml_collections.ConfigDict
+    info: data_lib.DatasetInfo
+    state: Any  # TrainState, on `mesh`
+    graphdef: Any
+    step: int
+    eval_fn: Any
+    mesh: Any
+
+
+def restore_run_state(workdir: str, which: str) -> SavedRun:
+    """A run's config, dataset info and the train state of checkpoint `which`."""
     c = _load_run_config(workdir)
     k = c.checkpoint
     ckpt = Checkpointer(
@@ -61,20 +75,31 @@ def evaluate_checkpoint(workdir: str, which: str) -> dict[str, float]:
         async_save=False,
     )
     step = _pick_step(ckpt, which)
-    data_dir = resolve_data_dir(c.data.data_dir)
-    info = data_lib.get_dataset_info(c.data.name, data_dir, c.data.validation_size)
+    info = data_lib.get_dataset_info(
+        c.data.name, resolve_data_dir(c.data.data_dir), c.data.validation_size
+    )
     mesh = sharding.create_mesh(-1)
     state, train_fn, eval_fn = create_state_and_steps(c, mesh, tuple(info.image_shape))
     pending = zero_train_metrics(
         train_fn, state, info.image_shape, c.batch_size, sharding.batch_sharding(mesh)
     )
     restored = ckpt.restore(step, abstract_like(make_carry(state, pending, 0)))
-    state = restored.state["train_state"]
-    scalars, confusion = evaluate_split(c, "test", state, eval_fn, mesh, data_dir)
+    ckpt.close()
+    graphdef = model_graphdef(c, tuple(info.image_shape))
+    return SavedRun(c, info, restored.state["train_state"], graphdef, step, eval_fn, mesh)
+
+
+def evaluate_checkpoint(workdir: str, which: str) -> dict[str, float]:
+    """Restores checkpoint `which` (best, latest or a step) and evaluates the test split."""
+    run = restore_run_state(workdir, which)
+    data_dir = resolve_data_dir(run.config.data.data_dir)
+    scalars, confusion = evaluate_split(
+        run.config, "test", run.state, run.eval_fn, run.mesh, data_dir
+    )
+    step = run.step
     result = {"checkpoint": which, "step": step, **scalars}
     if jax.process_index() == 0:
         out = os.path.join(workdir, "eval", f"eval_{which}_step{step}.json")
         write_json(out, {**result, "test/confusion_rows_true_cols_pred": confusion.tolist()})
         print(json.dumps(result), flush=True)
-    ckpt.close()
     return result

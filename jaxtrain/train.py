@@ -91,6 +91,13 @@ def _model_factory(c: ml_collections.ConfigDict, in_shape: tuple[int, ...]):
     )
 
 
+def model_graphdef(c: ml_collections.ConfigDict, in_shape: tuple[int, ...]) -> nnx.GraphDef:
+    """The model's static structure, built abstractly (no arrays allocated)."""
+    create = _model_factory(c, in_shape)
+    graphdef, _, _ = split_model(nnx.eval_shape(lambda: create(rngs=nnx.Rngs(0))))
+    return graphdef
+
+
 def create_state_and_steps(c: ml_collections.ConfigDict, mesh, in_shape: tuple[int, ...]):
     """Initializes the state sharded over `mesh` and compiles-on-first-call the two steps.
 
@@ -100,7 +107,7 @@ def create_state_and_steps(c: ml_collections.ConfigDict, mesh, in_shape: tuple[i
     schedule = _make_schedule(c)
     tx = _make_optimizer(c, schedule)
     create = _model_factory(c, in_shape)
-    graphdef, _, _ = split_model(nnx.eval_shape(lambda: create(rngs=nnx.Rngs(0))))
+    graphdef = model_graphdef(c, in_shape)
     init = functools.partial(init_train_state, lambda rngs: create(rngs=rngs), tx, c.seed)
     abstract = jax.eval_shape(init)
     state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)

@@ -1,0 +1,55 @@
+"""Export a trained model's inference function with jax.export: `python -m jaxtrain export`.
+
+The file holds the serialized StableHLO of `uint8 images [b, H, W, C] -> logits [b, K]` with the
+params baked in as constants and a symbolic batch size `b`. Loading it needs only jax:
+
+    exported = jax.export.deserialize(open(path, "rb").read())
+    logits = exported.call(images_uint8)
+"""
+
+import os
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxtrain import data as data_lib
+from jaxtrain.errors import CheckpointError
+from jaxtrain.evaluate import restore_run_state
+from jaxtrain.step import TrainState
+
+
+def inference_fn(graphdef: nnx.GraphDef, state: TrainState, mean: float, std: float):
+    """uint8 images -> logits, in eval mode (running batch stats, no dropout)."""
+    params, model_state = jax.device_get((state.params, state.model_state))
+
+    def predict(images_BxHxWxC: jax.Array) -> jax.Array:
+        x = (images_BxHxWxC.astype(jnp.float32) / 255.0 - mean) / std
+        model = nnx.merge(graphdef, params, model_state, copy=True)
+        return model(x, train=False, dropout_key=jax.random.key(0))
+
+    return predict
+
+
+def export_model(workdir: str, which: str, out: str) -> dict:
+    """Restores checkpoint `which` of a run and writes the serialized inference function."""
+    run = restore_run_state(workdir, which)
+    info, step = run.info, run.step
+    spec = data_lib.DATASETS[run.config.data.name]
+    predict = inference_fn(run.graphdef, run.state, spec.pixel_mean, spec.pixel_std)
+    shape = jax.export.symbolic_shape(f"b, {', '.join(str(d) for d in info.image_shape)}")
+    exported = jax.export.export(jax.jit(predict))(jax.ShapeDtypeStruct(shape, jnp.uint8))
+    try:
+        with open(out, "wb") as f:
+            f.write(exported.serialize())
+    except OSError as e:
+        raise CheckpointError(f"--out {out}: cannot write the exported model ({e})") from e
+    summary = {
+        "out": os.path.abspath(out),
+        "step": step,
+        "bytes": os.path.getsize(out),
+        "input": f"uint8{list(shape)}",
+        "classes": list(info.class_names),
+    }
+    print(summary, flush=True)
+    return summary
