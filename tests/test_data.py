@@ -15,6 +15,8 @@ import pytest
 
 from jaxtrain import data
 from jaxtrain.data.builders import fashion_mnist
+from jaxtrain.data.pipeline import _stack_images, check_examples
+from jaxtrain.errors import DataError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NAME = "fashion_mnist"
@@ -248,18 +250,33 @@ def test_label_out_of_range_names_split_and_example(data_dir):
     # Half the classes are out of range, so the first batch of 32 surely holds one.
     with pytest.raises(ValueError, match=r"'train': example \d+ has label \d outside \[0, 5\)"):
         next(_train_iterator(data_dir, num_classes=5))
-    eval_batches = data.create_eval_iterator(
-        NAME,
-        split="test",
-        data_dir=data_dir,
-        validation_size=0,
-        global_batch_size=8,
-        num_classes=5,
-    )
     # The first test image is an ankle boot (label 9).
     message = "fashion_mnist split 'test': example 0 has label 9 outside [0, 5)"
-    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace(")", r"\)")):
-        next(eval_batches)
+    for in_memory in (True, False):  # checked up front in RAM; per batch when streaming
+        with pytest.raises(ValueError, match=message.replace("[", r"\[").replace(")", r"\)")):
+            batches = data.create_eval_iterator(
+                NAME,
+                split="test",
+                data_dir=data_dir,
+                validation_size=0,
+                global_batch_size=8,
+                num_classes=5,
+                in_memory=in_memory,
+            )
+            next(batches)
+
+
+def test_examples_are_checked_before_training():
+    labels = np.array([0, 1, 2, 1])
+    images = np.zeros((4, 2, 2, 1), np.float32)
+    images[2, 1, 0, 0] = np.nan
+    with pytest.raises(DataError, match="split 'x': example 2 has NaN or Inf features"):
+        check_examples(images, labels, "split 'x'", num_classes=3)
+    with pytest.raises(DataError, match="example 1 has label 7 outside"):
+        check_examples(images, np.array([0, 7, 0, 0]), "split 'x'", num_classes=3)
+    rows = [{"image": np.zeros((2, 2))}, {"image": np.zeros((2, 2))}, {"image": np.zeros((3, 2))}]
+    with pytest.raises(DataError, match=r"example 12 has image shape \(3, 2\), expected \(2, 2\)"):
+        _stack_images(rows, 10, "split 'x'")
 
 
 def test_missing_dataset_says_how_to_prepare(tmp_path):
