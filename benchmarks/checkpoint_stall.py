@@ -19,9 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtrain import sharding
+from jaxtrain.build import abstract_like, create_state_and_steps, make_carry, zero_train_metrics
 from jaxtrain.checkpoint import Checkpointer
 from jaxtrain.config import get_config
-from jaxtrain.train import abstract_like, create_state_and_steps, make_carry, zero_train_metrics
 
 IMAGE_SHAPE = (28, 28, 1)
 

@@ -37,7 +37,8 @@ from flax import nnx
 
 from jaxtrain import data as data_lib
 from jaxtrain import models
-from jaxtrain.train import resolve_data_dir, train_and_evaluate
+from jaxtrain.build import resolve_data_dir
+from jaxtrain.train import train_and_evaluate
 from jaxtrain.writers import read_metrics
 
 PRELOADED_BATCHES = 64  # cycled by the hand loop; distinct enough that caching cannot flatter it

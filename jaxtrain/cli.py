@@ -86,7 +86,7 @@ def _export() -> None:
 
 def _prepare(args: list[str]) -> None:
     from jaxtrain import data
-    from jaxtrain.train import resolve_data_dir
+    from jaxtrain.build import resolve_data_dir
 
     if len(args) != 1:
         _fail(f"prepare takes one dataset name, one of: {', '.join(data.DATASETS)}")

@@ -10,17 +10,17 @@ import ml_collections
 
 from jaxtrain import data as data_lib
 from jaxtrain import sharding
-from jaxtrain.checkpoint import Checkpointer
-from jaxtrain.errors import CheckpointError
-from jaxtrain.train import (
+from jaxtrain.build import (
     abstract_like,
     create_state_and_steps,
-    evaluate_split,
     make_carry,
     model_graphdef,
     resolve_data_dir,
     zero_train_metrics,
 )
+from jaxtrain.checkpoint import Checkpointer
+from jaxtrain.errors import CheckpointError
+from jaxtrain.train import evaluate_split
 from jaxtrain.writers import write_json
 
 

@@ -11,9 +11,9 @@ import pytest
 from flax import nnx
 
 from jaxtrain import metrics, models, sharding
+from jaxtrain.build import create_state_and_steps, params_digest
 from jaxtrain.config import get_config
 from jaxtrain.losses import cross_entropy
-from jaxtrain.train import create_state_and_steps, params_digest
 
 IN_SHAPE = (28, 28, 1)
 

@@ -9,8 +9,9 @@ import sys
 import numpy as np
 import pytest
 
+from jaxtrain.build import params_digest
 from jaxtrain.config import get_config
-from jaxtrain.train import params_digest, train_and_evaluate
+from jaxtrain.train import train_and_evaluate
 from jaxtrain.writers import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
