@@ -22,8 +22,19 @@ from jaxtrain import sharding
 from jaxtrain.build import abstract_like, create_state_and_steps, make_carry, zero_train_metrics
 from jaxtrain.checkpoint import Checkpointer
 from jaxtrain.config import get_config
+from jaxtrain.data.loader import DatasetInfo
 
-IMAGE_SHAPE = (28, 28, 1)
+IMAGE_INFO = DatasetInfo(
+    task="image_classification",
+    num_classes=10,
+    class_names=(),
+    input_shape=(28, 28, 1),
+    input_dtype=np.float32,
+    label_shape=(),
+    num_train=0,
+    num_validation=0,
+    num_test=0,
+)
 
 
 def _mlp_config(params_millions: float):
@@ -89,9 +100,9 @@ def _dir_bytes(path: str) -> int:
 def run(params_millions: float, repeats: int) -> dict:
     c = _mlp_config(params_millions)
     mesh = sharding.create_mesh(1)
-    state, train_fn, _ = create_state_and_steps(c, mesh, IMAGE_SHAPE)
+    state, train_fn, _ = create_state_and_steps(c, mesh, IMAGE_INFO)
     pending = zero_train_metrics(
-        train_fn, state, IMAGE_SHAPE, c.batch_size, sharding.batch_sharding(mesh)
+        train_fn, state, IMAGE_INFO, c.batch_size, sharding.batch_sharding(mesh)
     )
     carry = _like_trained(make_carry(state, pending, 0))
     num_params = sum(x.size for x in jax.tree.leaves(state.params))

@@ -35,7 +35,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxtrain import data as data_lib
+from jaxtrain.data import pipeline as data_lib
 from jaxtrain import models
 from jaxtrain.build import resolve_data_dir
 from jaxtrain.train import train_and_evaluate
@@ -172,12 +172,12 @@ def time_hand(init: Callable, step: Callable, batches: list, steps: int) -> floa
     carry = init()
     for i in range(HAND_WARMUP_STEPS):
         b = batches[i % len(batches)]
-        carry, loss = step(carry, jax.device_put(b["image"]), jax.device_put(b["label"]))
+        carry, loss = step(carry, jax.device_put(b["inputs"]), jax.device_put(b["labels"]))
     jax.block_until_ready((carry, loss))
     start = time.perf_counter()
     for i in range(steps):
         b = batches[i % len(batches)]
-        carry, loss = step(carry, jax.device_put(b["image"]), jax.device_put(b["label"]))
+        carry, loss = step(carry, jax.device_put(b["inputs"]), jax.device_put(b["labels"]))
     jax.block_until_ready((carry, loss))
     seconds = time.perf_counter() - start
     if not np.isfinite(float(loss)):

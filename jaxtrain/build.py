@@ -14,6 +14,8 @@ import optax
 from flax import nnx
 
 from jaxtrain import models, optim, sharding
+from jaxtrain.config import IMAGE_MODELS, MODEL_NAMES
+from jaxtrain.data.loader import DatasetInfo
 from jaxtrain.step import (
     StepSpec,
     TrainState,
@@ -59,30 +61,73 @@ def _make_optimizer(c: ml_collections.ConfigDict, schedule: optax.Schedule):
     )
 
 
-def _model_factory(c: ml_collections.ConfigDict, in_shape: tuple[int, ...]):
+def model_settings(c: ml_collections.ConfigDict, info: DatasetInfo):
+    """The model part of the config, unpacked into the model family's frozen settings."""
     m = c.model
-    return functools.partial(
-        models.create_model,
-        m.name,
-        num_classes=m.num_classes,
-        init=m.init,
-        norm=m.norm,
-        dropout=m.dropout,
-        features=tuple(m.features),
-        convs_per_stage=m.convs_per_stage,
-        hidden=m.hidden,
-        in_shape=in_shape,
-    )
+    if m.name in IMAGE_MODELS:
+        return models.ImageModelSettings(
+            name=m.name,
+            num_classes=info.num_classes,
+            init=m.init,
+            norm=m.norm,
+            dropout=m.dropout,
+            features=tuple(m.features),
+            convs_per_stage=m.convs_per_stage,
+            hidden=m.hidden,
+            blocks_per_stage=m.blocks_per_stage,
+            in_shape=tuple(info.input_shape),
+        )
+    vocab_size = m.vocab_size or info.vocab_size
+    if m.name == "gpt":
+        return models.GPTConfig(
+            vocab_size=vocab_size,
+            max_len=m.max_len,
+            num_layers=m.num_layers,
+            d_model=m.d_model,
+            num_heads=m.num_heads,
+            d_ff=m.d_ff,
+            dropout=m.dropout,
+            positions=m.positions,
+            tie_embeddings=m.tie_embeddings,
+            compute_dtype=m.compute_dtype,
+            remat=m.remat,
+            pad_id=info.pad_id,
+        )
+    if m.name == "bert":
+        return models.BertConfig(
+            vocab_size=vocab_size,
+            max_len=m.max_len,
+            num_layers=m.num_layers,
+            d_model=m.d_model,
+            num_heads=m.num_heads,
+            d_ff=m.d_ff,
+            dropout=m.dropout,
+            pad_id=info.pad_id,
+            num_classes=info.num_classes,
+            pooling=m.pooling,
+            compute_dtype=m.compute_dtype,
+        )
+    raise ValueError(f"unknown model {m.name!r}; valid: {', '.join(MODEL_NAMES)}")
 
 
-def model_graphdef(c: ml_collections.ConfigDict, in_shape: tuple[int, ...]) -> nnx.GraphDef:
+def _model_factory(c: ml_collections.ConfigDict, info: DatasetInfo):
+    """A function rngs -> model, for the configured model and the dataset it trains on."""
+    return models.model_factory(model_settings(c, info))
+
+
+def model_graphdef(c: ml_collections.ConfigDict, info: DatasetInfo) -> nnx.GraphDef:
     """The model's static structure, built abstractly (no arrays allocated)."""
-    create = _model_factory(c, in_shape)
-    graphdef, _, _ = split_model(nnx.eval_shape(lambda: create(rngs=nnx.Rngs(0))))
+    create = _model_factory(c, info)
+    graphdef, _, _ = split_model(nnx.eval_shape(lambda: create(nnx.Rngs(0))))
     return graphdef
 
 
-def create_state_and_steps(c: ml_collections.ConfigDict, mesh, in_shape: tuple[int, ...]):
+def create_state_and_steps(
+    c: ml_collections.ConfigDict,
+    mesh,
+    info: DatasetInfo,
+    class_weights: tuple[float, ...] = (),
+):
     """Initializes the state sharded over `mesh` and compiles-on-first-call the two steps.
 
     Init goes eval_shape -> shardings -> jit(init, out_shardings), so params are created directly
@@ -90,9 +135,9 @@ def create_state_and_steps(c: ml_collections.ConfigDict, mesh, in_shape: tuple[i
     """
     schedule = _make_schedule(c)
     tx = _make_optimizer(c, schedule)
-    create = _model_factory(c, in_shape)
-    graphdef = model_graphdef(c, in_shape)
-    init = functools.partial(init_train_state, lambda rngs: create(rngs=rngs), tx, c.seed)
+    create = _model_factory(c, info)
+    graphdef = model_graphdef(c, info)
+    init = functools.partial(init_train_state, create, tx, c.seed)
     abstract = jax.eval_shape(init)
     state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
     state = jax.jit(init, out_shardings=state_sharding)()
@@ -100,9 +145,10 @@ def create_state_and_steps(c: ml_collections.ConfigDict, mesh, in_shape: tuple[i
         graphdef=graphdef,
         tx=tx,
         schedule=schedule,
-        num_classes=c.model.num_classes,
+        num_classes=info.num_classes,
         label_smoothing=c.loss.label_smoothing,
         grad_accum_steps=c.optimizer.grad_accum_steps,
+        class_weights=tuple(class_weights),
     )
     data_sharding = sharding.batch_sharding(mesh)
     metrics_sharding = sharding.replicated(mesh)
@@ -129,14 +175,9 @@ def make_carry(state: TrainState, pending: dict, pending_steps: int) -> dict[str
     return {"train_state": state, "pending": pending, "pending_steps": steps}
 
 
-def zero_train_metrics(train_fn, state, image_shape, batch_size, data_sharding) -> dict:
+def zero_train_metrics(train_fn, state, info: DatasetInfo, batch_size, data_sharding) -> dict:
     """Zeros shaped like the step's metrics (nonfinite_step = -1 means "none yet")."""
-    batch = {
-        "image": jax.ShapeDtypeStruct(
-            (batch_size, *image_shape), jnp.float32, sharding=data_sharding
-        ),
-        "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=data_sharding),
-    }
+    batch = info.batch_shapes(batch_size, data_sharding)
     shapes = jax.eval_shape(train_fn, state, batch)[1]
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
     zeros["nonfinite_step"] = jnp.full((), -1, jnp.int32)

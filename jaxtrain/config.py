@@ -7,12 +7,21 @@ is compiled and names the field.
 
 import ml_collections
 
-MODEL_NAMES = ("mlp", "cnn")
+IMAGE_MODELS = ("mlp", "cnn", "resnet")
+TEXT_MODELS = ("gpt", "bert")
+MODEL_NAMES = IMAGE_MODELS + TEXT_MODELS
 INIT_NAMES = ("he", "xavier")
 NORM_NAMES = ("batchnorm", "layernorm", "none")
 OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "adam", "adamw", "adagrad", "rmsprop")
 SCHEDULE_NAMES = ("constant", "piecewise", "exponential", "cosine", "warmup_cosine", "sgdr")
-DATASET_NAMES = ("fashion_mnist",)
+DATASET_NAMES = ("fashion_mnist", "shakespeare", "mr_polarity")  # or "user:NAME" (own data)
+USER_DATASET_PREFIX = "user:"
+POSITION_NAMES = ("learned", "rope")
+DTYPE_NAMES = ("float32", "bfloat16")
+POOLING_NAMES = ("mean", "cls")
+PRETRAINED_NAMES = ("", "minilm")
+CLASS_WEIGHTING_NAMES = ("none", "balanced", "given")
+SAMPLING_NAMES = ("uniform", "balanced")
 
 
 class ConfigError(ValueError):
@@ -30,6 +39,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval_every = 500  # validation-split evaluation; the test split is evaluated once at the end
     c.num_devices = -1  # -1: all devices; N: the first N (a data-parallel mesh)
     c.init_from = ""  # warm start: a run dir or checkpoint to load params (not optimizer) from
+    # Persistent XLA compilation cache: "auto" ($JAXTRAIN_COMPILE_CACHE or
+    # ~/.cache/jaxtrain/xla), a directory, or "off".
+    c.compile_cache_dir = "auto"
 
     c.distributed = ml_collections.ConfigDict()
     c.distributed.coordinator_address = ""  # host:port of process 0; or $JAXTRAIN_COORDINATOR
@@ -45,6 +57,12 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.validation_size = 5000  # carved deterministically from the end of the train split
     c.data.prefetch = 2  # batches read ahead in a background thread
     c.data.in_memory = True  # decode each split into RAM once (fast random access; small sets)
+    # Text: a tokenizer.json path, or "minilm" (the pretrained MiniLM WordPiece tokenizer).
+    c.data.tokenizer = ""
+    c.data.seq_len = 128  # tokens per example (classification: truncated/padded to this)
+    c.data.augment_crop_pad = 0  # images: random crop after zero-padding by this many pixels
+    c.data.augment_flip = False  # images: random horizontal flip
+    c.data.sampling = "uniform"  # or "balanced": resample train so every class is equally likely
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "cnn"
@@ -55,6 +73,20 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.features = (32, 64)  # cnn: channels per stage; mlp: hidden widths
     c.model.convs_per_stage = 1
     c.model.hidden = 256  # cnn: width of the dense layer before the classifier
+    c.model.blocks_per_stage = 2  # resnet: residual blocks per stage (stage widths: features)
+    # Transformers (gpt, bert).
+    c.model.vocab_size = 0  # 0: the tokenizer's vocabulary size
+    c.model.max_len = 256  # longest sequence (learned positions / KV cache size)
+    c.model.num_layers = 4
+    c.model.d_model = 256
+    c.model.num_heads = 4
+    c.model.d_ff = 1024
+    c.model.positions = "learned"  # gpt: learned or rope
+    c.model.tie_embeddings = True  # gpt: output projection shares the input embedding
+    c.model.compute_dtype = "float32"  # or bfloat16: float32 params, bf16 compute, f32 loss
+    c.model.remat = False  # recompute block activations in the backward pass (saves memory)
+    c.model.pooling = "mean"  # bert classifier: mean over tokens or the [CLS] token
+    c.model.pretrained = ""  # bert: "minilm" imports all-MiniLM-L6-v2's weights at init
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adamw"
@@ -91,6 +123,8 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.loss = ml_collections.ConfigDict()
     c.loss.label_smoothing = 0.0
+    c.loss.class_weighting = "none"  # none, balanced (n / (K * n_k) from train) or given
+    c.loss.class_weights = (1.0,)  # with class_weighting=given: one weight per class
     return c
 
 
@@ -121,8 +155,15 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
         "eval_batch_size",
         f"{c.eval_batch_size} is not divisible by the {num_devices} devices",
     )
-    _check_choice(c.data.name, "data.name", DATASET_NAMES)
+    if not c.data.name.startswith(USER_DATASET_PREFIX):
+        _check_choice(c.data.name, "data.name", DATASET_NAMES + ("user:NAME",))
     _check(c.data.validation_size >= 0, "data.validation_size", "must be >= 0")
+    _check(c.data.seq_len > 1, "data.seq_len", f"must be > 1, got {c.data.seq_len}")
+    _check(c.data.augment_crop_pad >= 0, "data.augment_crop_pad", "must be >= 0 (0: off)")
+    _check_choice(c.data.sampling, "data.sampling", SAMPLING_NAMES)
+    _check(
+        c.compile_cache_dir != "", "compile_cache_dir", "use auto, off or a directory, not empty"
+    )
     _validate_model(c.model)
     _validate_optimizer(c.optimizer, c.total_steps)
     _validate_checkpoint(c.checkpoint)
@@ -135,6 +176,14 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
     )
     ls = c.loss.label_smoothing
     _check(0.0 <= ls < 1.0, "loss.label_smoothing", f"must be in [0, 1), got {ls}")
+    _check_choice(c.loss.class_weighting, "loss.class_weighting", CLASS_WEIGHTING_NAMES)
+    if c.loss.class_weighting == "given":
+        w = tuple(c.loss.class_weights)
+        _check(
+            len(w) == c.model.num_classes and all(x > 0 for x in w),
+            "loss.class_weights",
+            f"needs {c.model.num_classes} positive weights (one per class), got {w}",
+        )
 
 
 def _validate_checkpoint(k: ml_collections.ConfigDict) -> None:
@@ -157,6 +206,25 @@ def _validate_model(m: ml_collections.ConfigDict) -> None:
     _check(0.0 <= m.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {m.dropout}")
     _check(len(m.features) > 0, "model.features", "must name at least one width")
     _check(all(f > 0 for f in m.features), "model.features", f"widths must be > 0: {m.features}")
+    _check(m.blocks_per_stage >= 1, "model.blocks_per_stage", "must be >= 1")
+    if m.name in TEXT_MODELS:
+        for field in ("max_len", "num_layers", "d_model", "num_heads", "d_ff"):
+            _check(m[field] > 0, f"model.{field}", f"must be > 0, got {m[field]}")
+        _check(m.vocab_size >= 0, "model.vocab_size", "must be >= 0 (0: the tokenizer's)")
+        _check(
+            m.d_model % m.num_heads == 0,
+            "model.num_heads",
+            f"d_model={m.d_model} is not divisible by num_heads={m.num_heads}",
+        )
+        _check_choice(m.positions, "model.positions", POSITION_NAMES)
+        _check_choice(m.compute_dtype, "model.compute_dtype", DTYPE_NAMES)
+        _check_choice(m.pooling, "model.pooling", POOLING_NAMES)
+        _check_choice(m.pretrained, "model.pretrained", PRETRAINED_NAMES)
+        _check(
+            m.pretrained == "" or m.name == "bert",
+            "model.pretrained",
+            f"{m.pretrained!r} weights are a BERT encoder; set model.name=bert",
+        )
 
 
 def _validate_optimizer(o: ml_collections.ConfigDict, total_steps: int) -> None:
@@ -178,3 +246,42 @@ def _validate_optimizer(o: ml_collections.ConfigDict, total_steps: int) -> None:
     _check(o.decay_steps > 0, "optimizer.decay_steps", "must be > 0")
     _check(o.restart_period > 0, "optimizer.restart_period", "must be > 0")
     _check(o.restart_mult >= 1.0, "optimizer.restart_mult", "must be >= 1")
+
+
+# Which models can train on which task (the dataset decides the task).
+MODELS_FOR_TASK = {
+    "image_classification": IMAGE_MODELS,
+    "text_classification": ("bert",),
+    "language_modeling": ("gpt",),
+}
+
+
+def validate_against_dataset(
+    c: ml_collections.ConfigDict, *, task: str, num_classes: int, vocab_size: int
+) -> None:
+    """Checks the config against the prepared dataset and tokenizer, still before compiling."""
+    m = c.model
+    allowed = MODELS_FOR_TASK[task]
+    _check(
+        m.name in allowed,
+        "model.name",
+        f"{m.name!r} cannot train on {c.data.name!r} ({task}); use one of {', '.join(allowed)}",
+    )
+    if task != "language_modeling":
+        _check(
+            m.num_classes == num_classes,
+            "model.num_classes",
+            f"{m.num_classes} but dataset {c.data.name!r} has {num_classes} classes",
+        )
+    if m.name in TEXT_MODELS:
+        _check(
+            m.vocab_size in (0, vocab_size),
+            "model.vocab_size",
+            f"{m.vocab_size} does not match the tokenizer {c.data.tokenizer!r} ({vocab_size}"
+            " tokens); set 0 to take the tokenizer's",
+        )
+        _check(
+            c.data.seq_len <= m.max_len,
+            "data.seq_len",
+            f"{c.data.seq_len} is longer than model.max_len={m.max_len}",
+        )

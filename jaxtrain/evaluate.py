@@ -15,12 +15,11 @@ from jaxtrain.build import (
     create_state_and_steps,
     make_carry,
     model_graphdef,
-    resolve_data_dir,
     zero_train_metrics,
 )
 from jaxtrain.checkpoint import Checkpointer
 from jaxtrain.errors import CheckpointError
-from jaxtrain.train import evaluate_split
+from jaxtrain.train import data_options, evaluate_split
 from jaxtrain.writers import write_json
 
 
@@ -75,31 +74,29 @@ def restore_run_state(workdir: str, which: str) -> SavedRun:
         async_save=False,
     )
     step = _pick_step(ckpt, which)
-    info = data_lib.get_dataset_info(
-        c.data.name, resolve_data_dir(c.data.data_dir), c.data.validation_size
-    )
+    info = data_lib.get_dataset_info(data_options(c))
     mesh = sharding.create_mesh(-1)
-    state, train_fn, eval_fn = create_state_and_steps(c, mesh, tuple(info.image_shape))
-    pending = zero_train_metrics(
-        train_fn, state, info.image_shape, c.batch_size, sharding.batch_sharding(mesh)
-    )
+    state, train_fn, eval_fn = create_state_and_steps(c, mesh, info)
+    pending = zero_train_metrics(train_fn, state, info, c.batch_size, sharding.batch_sharding(mesh))
     restored = ckpt.restore(step, abstract_like(make_carry(state, pending, 0)))
     ckpt.close()
-    graphdef = model_graphdef(c, tuple(info.image_shape))
+    graphdef = model_graphdef(c, info)
     return SavedRun(c, info, restored.state["train_state"], graphdef, step, eval_fn, mesh)
 
 
 def evaluate_checkpoint(workdir: str, which: str) -> dict[str, float]:
     """Restores checkpoint `which` (best, latest or a step) and evaluates the test split."""
     run = restore_run_state(workdir, which)
-    data_dir = resolve_data_dir(run.config.data.data_dir)
     scalars, confusion = evaluate_split(
-        run.config, "test", run.state, run.eval_fn, run.mesh, data_dir
+        run.config, "test", run.state, run.eval_fn, run.mesh, run.info
     )
     step = run.step
     result = {"checkpoint": which, "step": step, **scalars}
     if jax.process_index() == 0:
         out = os.path.join(workdir, "eval", f"eval_{which}_step{step}.json")
-        write_json(out, {**result, "test/confusion_rows_true_cols_pred": confusion.tolist()})
+        record = dict(result)
+        if confusion is not None:
+            record["test/confusion_rows_true_cols_pred"] = confusion.tolist()
+        write_json(out, record)
         print(json.dumps(result), flush=True)
     return result

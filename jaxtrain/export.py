@@ -31,14 +31,35 @@ def inference_fn(graphdef: nnx.GraphDef, state: TrainState, mean: float, std: fl
     return predict
 
 
+def token_inference_fn(graphdef: nnx.GraphDef, state: TrainState):
+    """int32 token ids (right-padded) -> logits, in eval mode."""
+    params, model_state = jax.device_get((state.params, state.model_state))
+
+    def predict(tokens_BxL: jax.Array) -> jax.Array:
+        model = nnx.merge(graphdef, params, model_state, copy=True)
+        return model(tokens_BxL, train=False, dropout_key=jax.random.key(0))
+
+    return predict
+
+
 def export_model(workdir: str, which: str, out: str) -> dict:
-    """Restores checkpoint `which` of a run and writes the serialized inference function."""
+    """Restores checkpoint `which` of a run and writes the serialized inference function.
+
+    Images: uint8 [b, H, W, C] -> logits (normalisation baked in). Text: int32 token ids
+    [b, seq_len] from the run's tokenizer -> logits [b, K] or [b, seq_len, V].
+    """
     run = restore_run_state(workdir, which)
     info, step = run.info, run.step
-    spec = data_lib.DATASETS[run.config.data.name]
-    predict = inference_fn(run.graphdef, run.state, spec.pixel_mean, spec.pixel_std)
-    shape = jax.export.symbolic_shape(f"b, {', '.join(str(d) for d in info.image_shape)}")
-    exported = jax.export.export(jax.jit(predict))(jax.ShapeDtypeStruct(shape, jnp.uint8))
+    dims = ", ".join(str(d) for d in info.input_shape)
+    shape = jax.export.symbolic_shape(f"b, {dims}")
+    if info.task == data_lib.IMAGE_CLASSIFICATION:
+        spec = data_lib.DATASETS[run.config.data.name]
+        predict = inference_fn(run.graphdef, run.state, spec.pixel_mean, spec.pixel_std)
+        dtype = jnp.uint8
+    else:
+        predict = token_inference_fn(run.graphdef, run.state)
+        dtype = jnp.int32
+    exported = jax.export.export(jax.jit(predict))(jax.ShapeDtypeStruct(shape, dtype))
     try:
         with open(out, "wb") as f:
             f.write(exported.serialize())
@@ -48,7 +69,7 @@ def export_model(workdir: str, which: str, out: str) -> dict:
         "out": os.path.abspath(out),
         "step": step,
         "bytes": os.path.getsize(out),
-        "input": f"uint8{list(shape)}",
+        "input": f"{jnp.dtype(dtype).name}{list(shape)}",
         "classes": list(info.class_names),
     }
     print(summary, flush=True)

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtrain.errors import DataError
+
 
 def confusion_matrix(
     labels_B: jax.Array, preds_B: jax.Array, mask_B: jax.Array, num_classes: int
@@ -32,12 +34,7 @@ def summarize_confusion(confusion_KxK: np.ndarray) -> dict[str, float]:
     macro average down instead of being silently dropped.
     """
     cm = np.asarray(confusion_KxK, dtype=np.float64)
-    tp = np.diag(cm)
-    predicted, actual = cm.sum(axis=0), cm.sum(axis=1)
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    tp, precision, recall, f1, _ = _precision_recall_f1(cm)
     return {
         "accuracy": float(tp.sum() / max(cm.sum(), 1.0)),
         "precision_macro": float(precision.mean()),
@@ -55,3 +52,38 @@ def check_finite(loss: float, first_bad_step: int, step: int) -> None:
         )
     if not np.isfinite(loss):
         raise FloatingPointError(f"non-finite train loss at or before step {step}")
+
+
+def balanced_class_weights(counts_K: np.ndarray) -> tuple[float, ...]:
+    """n / (K * n_k): each class contributes equally to the loss (sklearn's "balanced")."""
+    counts = np.asarray(counts_K, dtype=np.float64)
+    if (counts <= 0).any():
+        missing = [int(k) for k in np.flatnonzero(counts <= 0)]
+        raise DataError(f"balanced class weights: classes {missing} have no train examples")
+    return tuple(float(w) for w in counts.sum() / (len(counts) * counts))
+
+
+def per_class_metrics(confusion_KxK: np.ndarray, class_names: tuple[str, ...]) -> dict:
+    """Precision, recall, F1 and support for every class, keyed by class name."""
+    _, precision, recall, f1, actual = _precision_recall_f1(np.asarray(confusion_KxK, np.float64))
+    names = class_names or tuple(str(k) for k in range(len(cm)))
+    return {
+        name: {
+            "precision": float(precision[k]),
+            "recall": float(recall[k]),
+            "f1": float(f1[k]),
+            "support": int(actual[k]),
+        }
+        for k, name in enumerate(names)
+    }
+
+
+def _precision_recall_f1(cm: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per-class (tp, precision, recall, f1, support); 0 where undefined."""
+    tp = np.diag(cm)
+    predicted, actual = cm.sum(axis=0), cm.sum(axis=1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    return tp, precision, recall, f1, actual

@@ -1,6 +1,8 @@
 """The train state pytree and the pure train/eval steps.
 
-Letters: B global batch, A gradient-accumulation micro-batches, M micro-batch size, K classes.
+Letters: B global batch, A gradient-accumulation micro-batches, M micro-batch size, K classes,
+L sequence length, V vocabulary. Labels are [B] (classification) or [B, L] (language modeling);
+"mask" has the labels' shape and weights every loss, count and metric, so padding never counts.
 """
 
 import dataclasses
@@ -38,9 +40,10 @@ class StepSpec:
     graphdef: nnx.GraphDef
     tx: optax.GradientTransformation
     schedule: optax.Schedule
-    num_classes: int
+    num_classes: int  # classification: K; language modeling: 0 (no confusion matrix)
     label_smoothing: float
     grad_accum_steps: int
+    class_weights: tuple[float, ...] = ()  # per-class loss weights; () means all 1
 
 
 def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
@@ -69,16 +72,30 @@ def _forward(spec: StepSpec, params, model_state, x, *, train: bool, dropout_key
     return logits, nnx.state(model, nnx.Not(nnx.Param))
 
 
+def _loss_weights(spec: StepSpec, labels: jax.Array, mask: jax.Array) -> jax.Array:
+    """The mask, times the label's class weight when class weights are set."""
+    if not spec.class_weights:
+        return mask
+    return mask * jnp.asarray(spec.class_weights, jnp.float32)[labels]
+
+
 def _micro_grads(spec: StepSpec, params, model_state, batch: Batch, key):
-    """Loss gradient and stats for one micro-batch."""
+    """Loss gradient and stats for one micro-batch.
+
+    The loss is the weighted mean sum(w * l) / sum(w) (class weights as in a weighted
+    cross-entropy), in float32 whatever the model's compute dtype.
+    """
+    labels, mask = batch["labels"], batch["mask"]
+    weights = _loss_weights(spec, labels, mask)
 
     def loss_fn(p):
         logits, new_model_state = _forward(
-            spec, p, model_state, batch["image"], train=True, dropout_key=key
+            spec, p, model_state, batch["inputs"], train=True, dropout_key=key
         )
-        losses = cross_entropy(logits, batch["label"], label_smoothing=spec.label_smoothing)
-        correct = jnp.sum(jnp.argmax(logits, -1) == batch["label"])
-        return jnp.mean(losses), (new_model_state, correct)
+        losses = cross_entropy(logits, labels, label_smoothing=spec.label_smoothing)
+        loss = jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1e-9)
+        correct = jnp.sum((jnp.argmax(logits, -1) == labels) * mask)
+        return loss, (new_model_state, correct)
 
     (loss, (model_state, correct)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     return grads, model_state, loss, correct
@@ -126,7 +143,7 @@ def train_step(spec: StepSpec, state: TrainState, batch: Batch) -> tuple[TrainSt
     params = optax.apply_updates(state.params, updates)
     metrics = {
         "loss": loss,
-        "accuracy": correct / batch["label"].shape[0],
+        "accuracy": correct / jnp.maximum(jnp.sum(batch["mask"]), 1.0),
         "grad_norm": optax.tree.norm(grads),
         "learning_rate": spec.schedule(state.step),
         # -1 while finite; otherwise this step, so the loop can name the first bad step.
@@ -147,20 +164,22 @@ def accumulate_train_metrics(total: dict[str, Any], new: dict[str, Any]) -> dict
 
 
 def eval_step(spec: StepSpec, state: TrainState, batch: Batch) -> dict[str, jax.Array]:
-    """Masked loss sum, example count and confusion matrix for one (possibly padded) batch."""
+    """Masked sums for one (possibly padded) batch: loss and count, plus the confusion matrix
+    (classification) or the correct-token count (language modeling)."""
     logits, _ = _forward(
         spec,
         state.params,
         state.model_state,
-        batch["image"],
+        batch["inputs"],
         train=False,
         dropout_key=jax.random.wrap_key_data(state.rng),
     )
-    mask = batch["mask"]
-    losses = cross_entropy(logits, batch["label"], label_smoothing=0.0)
+    labels, mask = batch["labels"], batch["mask"]
+    losses = cross_entropy(logits, labels, label_smoothing=0.0)
     preds = jnp.argmax(logits, -1)
-    return {
-        "loss_sum": jnp.sum(losses * mask),
-        "count": jnp.sum(mask),
-        "confusion": confusion_matrix(batch["label"], preds, mask, spec.num_classes),
-    }
+    out = {"loss_sum": jnp.sum(losses * mask), "count": jnp.sum(mask)}
+    if spec.num_classes:
+        out["confusion"] = confusion_matrix(labels, preds, mask, spec.num_classes)
+    else:
+        out["correct"] = jnp.sum((preds == labels) * mask)
+    return out

@@ -1,5 +1,6 @@
 """train_and_evaluate: the one linear training loop."""
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -22,8 +23,10 @@ from jaxtrain.build import (
     resolve_data_dir,
     zero_train_metrics,
 )
+from jaxtrain.compile_cache import enable_compilation_cache
+from jaxtrain.data.loader import DataOptions, DatasetInfo
 from jaxtrain.checkpoint import Checkpointer
-from jaxtrain.config import ConfigError, validate_config
+from jaxtrain.config import validate_against_dataset, validate_config
 from jaxtrain.distributed import initialize_distributed
 from jaxtrain.early_stopping import EarlyStopping
 from jaxtrain.errors import CheckpointError, Preempted
@@ -38,20 +41,36 @@ from jaxtrain.writers import MetricWriter, supersede_metrics, write_json
 log = logging.getLogger(__name__)
 
 
+def data_options(c: ml_collections.ConfigDict) -> DataOptions:
+    """The data part of the config, unpacked for the data layer."""
+    d = c.data
+    return DataOptions(
+        name=d.name,
+        data_dir=resolve_data_dir(d.data_dir),
+        validation_size=d.validation_size,
+        seed=c.seed,
+        prefetch=d.prefetch,
+        in_memory=d.in_memory,
+        tokenizer=d.tokenizer,
+        seq_len=d.seq_len,
+        augment_crop_pad=d.augment_crop_pad,
+        augment_flip=d.augment_flip,
+        sampling=d.sampling,
+    )
+
+
 def evaluate_split(
-    c: ml_collections.ConfigDict, split: str, state: TrainState, eval_fn, mesh, data_dir: str
-) -> tuple[dict[str, float], np.ndarray]:
-    """One pass over a split. Sums stay on device; one fetch at the end."""
+    c: ml_collections.ConfigDict, split: str, state: TrainState, eval_fn, mesh, info: DatasetInfo
+) -> tuple[dict[str, float], np.ndarray | None]:
+    """One pass over a split. Sums stay on device; one fetch at the end.
+
+    Returns the `split/...` scalars and the confusion matrix (None for language modeling).
+    """
     batches = data_lib.create_eval_iterator(
-        c.data.name,
+        data_options(c),
         split=split,
-        data_dir=data_dir,
-        validation_size=c.data.validation_size,
         global_batch_size=c.eval_batch_size,
-        num_classes=c.model.num_classes,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        in_memory=c.data.in_memory,
+        num_classes=info.num_classes,
     )
     total = None
     for local in batches:
@@ -59,18 +78,73 @@ def evaluate_split(
             total, eval_fn(state, sharding.make_global_batch(local, sharding.batch_sharding(mesh)))
         )
     total = jax.device_get(total)
-    confusion = np.asarray(total["confusion"])
-    summary = {"loss": float(total["loss_sum"] / total["count"])}
-    summary.update(metrics_lib.summarize_confusion(confusion))
+    loss = float(total["loss_sum"] / total["count"])
+    summary = {"loss": loss}
+    confusion = None
+    if "confusion" in total:
+        confusion = np.asarray(total["confusion"])
+        summary.update(metrics_lib.summarize_confusion(confusion))
+    else:
+        # Language modeling: per-token loss in nats; perplexity and bits per token follow.
+        summary["accuracy"] = float(total["correct"] / total["count"])
+        summary["perplexity"] = float(np.exp(min(loss, 50.0)))
+        summary["bits_per_token"] = loss / float(np.log(2.0))
     return {f"{split}/{k}": v for k, v in summary.items()}, confusion
 
 
-def _log_train(writer, bar, step, total, steps, dt, global_batch) -> dict[str, float]:
+class _PerfTimer:
+    """Wall-time bookkeeping for the perf/ metrics of each log interval.
+
+    Times are host wall times. The step is asynchronous, so time blocked on data or on a
+    checkpoint save is the time the loop could not dispatch work; the device may still be busy.
+    """
+
+    def __init__(self, global_batch: int, tokens_per_example: int):
+        self.global_batch = global_batch
+        self.tokens_per_example = tokens_per_example
+        self._t_last = time.perf_counter()
+        self._data = self._ckpt = 0.0
+        self._first = True
+
+    @contextlib.contextmanager
+    def data_wait(self):
+        t = time.perf_counter()
+        yield
+        self._data += time.perf_counter() - t
+
+    @contextlib.contextmanager
+    def checkpoint_stall(self):
+        t = time.perf_counter()
+        yield
+        self._ckpt += time.perf_counter() - t
+
+    def lap(self, steps: int) -> dict[str, float]:
+        now = time.perf_counter()
+        dt = now - self._t_last
+        out = {
+            "perf/steps_per_sec": steps / dt,
+            "perf/examples_per_sec": steps * self.global_batch / dt,
+            "perf/data_wait_fraction": self._data / dt,
+            "perf/checkpoint_stall_s": self._ckpt,
+        }
+        if self.tokens_per_example:
+            out["perf/tokens_per_sec"] = out["perf/examples_per_sec"] * self.tokens_per_example
+        if self._first:
+            out["perf/first_interval_s"] = dt  # includes compiling the step
+            self._first = False
+        self._t_last, self._data, self._ckpt = now, 0.0, 0.0
+        return out
+
+
+def _tokens_per_example(info: DatasetInfo) -> int:
+    return int(info.input_shape[0]) if info.input_dtype == np.int32 else 0
+
+
+def _log_train(writer, bar, step, total, steps, perf: dict[str, float]) -> dict[str, float]:
     total = jax.device_get(total)
     metrics_lib.check_finite(float(total["loss"]), int(total["nonfinite_step"]), step)
     scalars = {f"train/{k}": float(v) / steps for k, v in total.items() if k != "nonfinite_step"}
-    scalars["perf/steps_per_sec"] = steps / dt
-    scalars["perf/examples_per_sec"] = steps * global_batch / dt
+    scalars.update(perf)
     writer.write(step, scalars)
     bar.set_postfix(
         loss=f"{scalars['train/loss']:.4f}",
@@ -80,11 +154,18 @@ def _log_train(writer, bar, step, total, steps, dt, global_batch) -> dict[str, f
     return scalars
 
 
-def _write_eval(workdir, writer, step, scalars, confusion, split) -> None:
+def _write_eval(workdir, writer, step, scalars, confusion, split, class_names) -> None:
     writer.write(step, scalars)
-    if writer.enabled:
+    if writer.enabled and confusion is not None:
         path = os.path.join(workdir, "eval", f"confusion_{split}_step{step}.json")
-        write_json(path, {"step": step, "split": split, "rows_true_cols_pred": confusion.tolist()})
+        record = {
+            "step": step,
+            "split": split,
+            "classes": list(class_names),
+            "rows_true_cols_pred": confusion.tolist(),
+            "per_class": metrics_lib.per_class_metrics(confusion, class_names),
+        }
+        write_json(path, record)
 
 
 @dataclasses.dataclass
@@ -113,13 +194,13 @@ def train_and_evaluate(
     )
     mesh = sharding.create_mesh(c.num_devices)
     validate_config(c, mesh.size)
-    data_dir = resolve_data_dir(c.data.data_dir)
-    info = data_lib.get_dataset_info(c.data.name, data_dir, c.data.validation_size)
-    if info.num_classes != c.model.num_classes:
-        raise ConfigError(
-            f"config.model.num_classes={c.model.num_classes} but dataset {c.data.name!r} has "
-            f"{info.num_classes} classes"
-        )
+    enable_compilation_cache(None if c.compile_cache_dir == "auto" else c.compile_cache_dir)
+    opts = data_options(c)
+    info = data_lib.get_dataset_info(opts)
+    validate_against_dataset(
+        c, task=info.task, num_classes=info.num_classes, vocab_size=info.vocab_size
+    )
+    class_weights = _class_weights(c, opts, info)
     is_main = jax.process_index() == 0
     run_meta = {
         "config": c.to_dict(),
@@ -131,25 +212,14 @@ def train_and_evaluate(
 
     # --- data ---------------------------------------------------------------------------
     train_iter = data_lib.create_train_iterator(
-        c.data.name,
-        data_dir=data_dir,
-        validation_size=c.data.validation_size,
-        global_batch_size=c.batch_size,
-        seed=c.seed,
-        num_classes=c.model.num_classes,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        prefetch=c.data.prefetch,
-        in_memory=c.data.in_memory,
+        opts, global_batch_size=c.batch_size, num_classes=info.num_classes
     )
 
     # --- model, optimizer, shardings ----------------------------------------------------
-    state, train_fn, eval_fn = create_state_and_steps(c, mesh, tuple(info.image_shape))
+    state, train_fn, eval_fn = create_state_and_steps(c, mesh, info, class_weights)
     accumulate = jax.jit(accumulate_train_metrics)
     data_sharding = sharding.batch_sharding(mesh)
-    zero_pending = zero_train_metrics(
-        train_fn, state, info.image_shape, c.batch_size, data_sharding
-    )
+    zero_pending = zero_train_metrics(train_fn, state, info, c.batch_size, data_sharding)
     log.info("mesh %s; %d params", dict(mesh.shape), _count_params(state))
 
     # --- restore --------------------------------------------------------------------------
@@ -184,10 +254,12 @@ def train_and_evaluate(
     last_eval: dict[str, float] | None = None
     stopper = _create_early_stopping(c, restored)
     watcher = PreemptionWatcher()
-    t_last = t_start = time.perf_counter()
+    timer = _PerfTimer(c.batch_size, tokens_per_example=_tokens_per_example(info))
+    t_start = time.perf_counter()
     end = start if stopper is not None and stopper.stopped else c.total_steps
     for step in range(start, end):
-        batch = sharding.make_global_batch(next(train_iter), data_sharding)
+        with timer.data_wait():
+            batch = sharding.make_global_batch(next(train_iter), data_sharding)
         state, step_metrics = train_fn(state, batch)
         pending = accumulate(pending, step_metrics)
         since += 1
@@ -195,15 +267,15 @@ def train_and_evaluate(
         done = step + 1
         if done % c.log_every == 0 or done == c.total_steps:
             # The only host sync of the loop: fetching the summed metrics.
-            now = time.perf_counter()
-            final.update(_log_train(writer, bar, done, pending, since, now - t_last, c.batch_size))
+            scalars = _log_train(writer, bar, done, pending, since, timer.lap(since))
+            final.update(scalars)
             pending = zero_pending
-            since, t_last = 0, now
+            since = 0
         ranking = None  # metrics that rank this step's checkpoint among the best
         if done % c.eval_every == 0 or done == c.total_steps:
-            last_eval, confusion = evaluate_split(c, "validation", state, eval_fn, mesh, data_dir)
+            last_eval, confusion = evaluate_split(c, "validation", state, eval_fn, mesh, info)
             ranking = last_eval
-            _write_eval(workdir, writer, done, last_eval, confusion, "validation")
+            _write_eval(workdir, writer, done, last_eval, confusion, "validation", info.class_names)
             final.update(last_eval)
             if stopper is not None:
                 if stopper.update(done, last_eval[c.checkpoint.best_metric]):
@@ -216,7 +288,8 @@ def train_and_evaluate(
         if done % c.checkpoint.every == 0 or done == end or evaluated or preempted:
             carry = make_carry(state, pending, since)
             meta = run_meta | {"early_stopping": stopper.to_dict() if stopper else None}
-            ckpt.save(done, carry, train_iter.get_state(), meta, ranking)
+            with timer.checkpoint_stall():
+                ckpt.save(done, carry, train_iter.get_state(), meta, ranking)
         if done == end:
             break
         if preempted and done < c.total_steps:
@@ -236,8 +309,8 @@ def train_and_evaluate(
         final["early_stopping/best_step"] = stopper.best_step
         final["early_stopping/stopped_at"] = end
         writer.write(end, {k: v for k, v in final.items() if k.startswith("early_stopping/")})
-    scalars, confusion = evaluate_split(c, "test", state, eval_fn, mesh, data_dir)
-    _write_eval(workdir, writer, end, scalars, confusion, "test")
+    scalars, confusion = evaluate_split(c, "test", state, eval_fn, mesh, info)
+    _write_eval(workdir, writer, end, scalars, confusion, "test", info.class_names)
     final.update(scalars)
     final["time/train_seconds"] = time.perf_counter() - t_start
     writer.close()
@@ -246,6 +319,19 @@ def train_and_evaluate(
         write_json(os.path.join(workdir, "final_metrics.json"), final)
         print(_summary_line(end, final), flush=True)
     return RunResult(state=state, metrics=final)
+
+
+def _class_weights(
+    c: ml_collections.ConfigDict, opts: DataOptions, info: DatasetInfo
+) -> tuple[float, ...]:
+    """Per-class loss weights: none, given, or balanced n / (K * n_k) from the train split."""
+    mode = c.loss.class_weighting
+    if mode == "none":
+        return ()
+    if mode == "given":
+        return tuple(float(w) for w in c.loss.class_weights)
+    counts = data_lib.train_class_counts(opts, info.num_classes)
+    return metrics_lib.balanced_class_weights(counts)
 
 
 def _create_early_stopping(c: ml_collections.ConfigDict, restored: Any) -> EarlyStopping | None:

@@ -17,6 +17,8 @@ import pytest
 
 from jaxtrain import sharding
 from jaxtrain.build import create_state_and_steps, params_digest
+from jaxtrain.data import get_dataset_info
+from jaxtrain.train import data_options
 from jaxtrain.checkpoint import Checkpointer, abstract_with_shardings, check_compatible
 from jaxtrain.config import get_config
 from jaxtrain.errors import EXIT_PREEMPTED, CheckpointError
@@ -207,7 +209,7 @@ def test_restore_reshards_between_mesh_sizes(tmp_path, save_devices, restore_dev
 
     def make(n):
         mesh = sharding.create_mesh(n)
-        state, _, _ = create_state_and_steps(c, mesh, (28, 28, 1))
+        state, _, _ = create_state_and_steps(c, mesh, _fmnist_info(c))
         return state
 
     saved = make(save_devices)
@@ -240,7 +242,7 @@ def _state(features=(8, 16), name="cnn", norm="batchnorm", seed=0):
     c = get_config()
     c.seed = seed
     c.model.name, c.model.features, c.model.hidden, c.model.norm = name, features, 32, norm
-    state, _, _ = create_state_and_steps(c, sharding.create_mesh(8), (28, 28, 1))
+    state, _, _ = create_state_and_steps(c, sharding.create_mesh(8), _fmnist_info(c))
     return state
 
 
@@ -379,3 +381,7 @@ def test_keeps_latest_n_plus_best_n(tmp_path, mode, best):
     assert ckpt.steps() == sorted({best, 4, 5})
     assert ckpt.best_step() == best
     ckpt.close()
+
+
+def _fmnist_info(c):
+    return get_dataset_info(data_options(c))

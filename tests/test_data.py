@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 
-from jaxtrain import data
+from jaxtrain.data import pipeline as data
 from jaxtrain.data.builders import fashion_mnist
 from jaxtrain.data.pipeline import _stack_images, check_examples
 from jaxtrain.errors import DataError
@@ -160,12 +160,13 @@ def test_dataset_info_split_sizes(data_dir):
 
 def test_train_batch_format(data_dir, raw_arrays):
     batch = next(_train_iterator(data_dir))
-    assert set(batch) == {"image", "label"}
-    assert batch["image"].dtype == np.float32 and batch["image"].shape == (32, 28, 28, 1)
-    assert batch["label"].dtype == np.int32 and batch["label"].shape == (32,)
+    assert set(batch) == {"inputs", "labels", "mask"}
+    assert (batch["mask"] == 1).all()
+    assert batch["inputs"].dtype == np.float32 and batch["inputs"].shape == (32, 28, 28, 1)
+    assert batch["labels"].dtype == np.int32 and batch["labels"].shape == (32,)
     # Every example must be a real training image (not one of the validation tail).
     train_images = {image.tobytes() for image in raw_arrays["train"][0][:55000]}
-    assert all(_to_uint8(image[..., 0]).tobytes() in train_images for image in batch["image"])
+    assert all(_to_uint8(image[..., 0]).tobytes() in train_images for image in batch["inputs"])
 
 
 def test_same_seed_same_batches_and_state_restore(data_dir):
@@ -176,15 +177,15 @@ def test_same_seed_same_batches_and_state_restore(data_dir):
 
     replay = _train_iterator(data_dir, seed=7)
     for batch in batches:
-        np.testing.assert_array_equal(next(replay)["image"], batch["image"])
+        np.testing.assert_array_equal(next(replay)["inputs"], batch["inputs"])
     restored = _train_iterator(data_dir, seed=7)
     restored.set_state(state)
     for expected in expected_next:
         batch = next(restored)
-        np.testing.assert_array_equal(batch["image"], expected["image"])
-        np.testing.assert_array_equal(batch["label"], expected["label"])
+        np.testing.assert_array_equal(batch["inputs"], expected["inputs"])
+        np.testing.assert_array_equal(batch["labels"], expected["labels"])
     other_seed = next(_train_iterator(data_dir, seed=8))
-    assert not np.array_equal(other_seed["image"], batches[0]["image"])
+    assert not np.array_equal(other_seed["inputs"], batches[0]["inputs"])
 
 
 def test_process_shards_are_disjoint_and_cover_an_epoch(data_dir, raw_arrays):
@@ -199,8 +200,8 @@ def test_process_shards_are_disjoint_and_cover_an_epoch(data_dir, raw_arrays):
             process_count=2,
         )
         epoch = [next(iterator) for _ in range(10)]
-        assert all(batch["image"].shape[0] == 50 for batch in epoch)
-        seen.append([_to_uint8(x[..., 0]).tobytes() for b in epoch for x in b["image"]])
+        assert all(batch["inputs"].shape[0] == 50 for batch in epoch)
+        seen.append([_to_uint8(x[..., 0]).tobytes() for b in epoch for x in b["inputs"]])
     expected = collections.Counter(image.tobytes() for image in raw_arrays["train"][0][:1000])
     assert collections.Counter(seen[0]) + collections.Counter(seen[1]) == expected
 
@@ -223,8 +224,8 @@ def test_eval_padding_mask_covers_split_once(data_dir, raw_arrays):
         )
         num_batches.append(len(batches))
         for batch in batches:
-            assert batch["image"].shape == (384, 28, 28, 1) and batch["mask"].dtype == np.float32
-            label_counts += np.bincount(batch["label"], weights=batch["mask"], minlength=10)
+            assert batch["inputs"].shape == (384, 28, 28, 1) and batch["mask"].dtype == np.float32
+            label_counts += np.bincount(batch["labels"], weights=batch["mask"], minlength=10)
     assert num_batches == [7, 7]
     np.testing.assert_array_equal(label_counts, np.bincount(raw_arrays["train"][1][55000:]))
 
@@ -316,8 +317,8 @@ def test_global_batch_is_the_same_for_any_process_count(data_dir):
         expected = next(whole)
         parts = [next(h) for h in halves]
         np.testing.assert_array_equal(
-            np.concatenate([p["image"] for p in parts]), expected["image"]
+            np.concatenate([p["inputs"] for p in parts]), expected["inputs"]
         )
         np.testing.assert_array_equal(
-            np.concatenate([p["label"] for p in parts]), expected["label"]
+            np.concatenate([p["labels"] for p in parts]), expected["labels"]
         )

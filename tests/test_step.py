@@ -13,20 +13,30 @@ from flax import nnx
 from jaxtrain import metrics, models, sharding
 from jaxtrain.build import create_state_and_steps, params_digest
 from jaxtrain.config import get_config
+from jaxtrain.data.loader import DatasetInfo
 from jaxtrain.losses import cross_entropy
 
 IN_SHAPE = (28, 28, 1)
+INFO = DatasetInfo(
+    task="image_classification",
+    num_classes=10,
+    class_names=(),
+    input_shape=IN_SHAPE,
+    input_dtype=np.float32,
+    label_shape=(),
+    num_train=0,
+    num_validation=0,
+    num_test=0,
+)
 
 
-def _batch(n: int, seed: int = 0, mask: bool = False) -> dict[str, np.ndarray]:
+def _batch(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    b = {
-        "image": rng.normal(size=(n, *IN_SHAPE)).astype(np.float32),
-        "label": rng.integers(0, 10, n).astype(np.int32),
+    return {
+        "inputs": rng.normal(size=(n, *IN_SHAPE)).astype(np.float32),
+        "labels": rng.integers(0, 10, n).astype(np.int32),
+        "mask": np.ones(n, np.float32),
     }
-    if mask:
-        b["mask"] = np.ones(n, np.float32)
-    return b
 
 
 def _mlp_config(accum: int = 1, dropout: float = 0.0, norm: str = "layernorm"):
@@ -39,7 +49,7 @@ def _mlp_config(accum: int = 1, dropout: float = 0.0, norm: str = "layernorm"):
 
 def _run_steps(c, num_devices: int, batches) -> tuple:
     mesh = sharding.create_mesh(num_devices)
-    state, train, _ = create_state_and_steps(c, mesh, IN_SHAPE)
+    state, train, _ = create_state_and_steps(c, mesh, INFO)
     history = []
     for b in batches:
         state, m = train(state, sharding.make_global_batch(b, sharding.batch_sharding(mesh)))
@@ -78,8 +88,8 @@ def test_step_is_deterministic_and_dropout_uses_the_seed():
 def test_eval_step_counts_only_unmasked_examples():
     c = _mlp_config()
     mesh = sharding.create_mesh(8)
-    state, _, evaluate = create_state_and_steps(c, mesh, IN_SHAPE)
-    b = _batch(16, mask=True)
+    state, _, evaluate = create_state_and_steps(c, mesh, INFO)
+    b = _batch(16)
     b["mask"][10:] = 0.0
     out = jax.device_get(
         evaluate(state, sharding.make_global_batch(b, sharding.batch_sharding(mesh)))
@@ -87,14 +97,14 @@ def test_eval_step_counts_only_unmasked_examples():
     assert out["count"] == 10.0
     assert out["confusion"].sum() == 10.0
     np.testing.assert_array_equal(
-        out["confusion"].sum(axis=1), np.bincount(b["label"][:10], minlength=10)
+        out["confusion"].sum(axis=1), np.bincount(b["labels"][:10], minlength=10)
     )
 
 
 def test_nonfinite_loss_names_the_step():
     c = _mlp_config()
     bad = _batch(16)
-    bad["image"][0, 0, 0, 0] = np.nan
+    bad["inputs"][0, 0, 0, 0] = np.nan
     _, history = _run_steps(c, 1, [_batch(16), _batch(16), bad])
     assert [int(h["nonfinite_step"]) for h in history] == [-1, -1, 2]
     with pytest.raises(FloatingPointError, match="step 2"):
@@ -128,7 +138,7 @@ def test_models_output_logits_with_and_without_jit(name, norm):
         in_shape=IN_SHAPE,
         rngs=nnx.Rngs(0),
     )
-    x = jnp.asarray(_batch(4)["image"])
+    x = jnp.asarray(_batch(4)["inputs"])
     key = jax.random.key(0)
 
     def forward(x):

@@ -2,7 +2,8 @@
 
 Splits: "train" is the TFDS train split minus its last `validation_size` examples, which form
 "validation"; "test" is the TFDS test split. Batches are per-process numpy dicts:
-{"image": float32 [b, H, W, C], "label": int32 [b]}, plus "mask": float32 [b] for eval.
+{"inputs": float32 [b, H, W, C], "labels": int32 [b], "mask": float32 [b]}; the mask is 0 only
+for the rows that pad the last eval batch.
 Example indices in error messages count from the start of the named split.
 """
 
@@ -107,7 +108,7 @@ def create_train_iterator(
     ds = ds.batch(global_batch_size, drop_remainder=True)
     rows = slice(process_index * local_batch_size, (process_index + 1) * local_batch_size)
     ds = ds.map(lambda indices: indices[rows])
-    ds = ds.map(_ReadBatch(source, name, "train", num_classes, _get_spec(name), with_mask=False))
+    ds = ds.map(_ReadBatch(source, name, "train", num_classes, _get_spec(name)))
     return iter(ds.to_iter_dataset(_read_options(prefetch)))
 
 
@@ -138,8 +139,15 @@ def create_eval_iterator(
     # Strided sharding: process p reads padded rows p, p + P, ...; each row is read exactly once.
     rows = grain.MapDataset.range(num_batches * global_batch_size)[process_index::process_count]
     ds = rows.batch(local_batch_size, drop_remainder=True)
-    ds = ds.map(_ReadBatch(source, name, split, num_classes, _get_spec(name), with_mask=True))
+    ds = ds.map(_ReadBatch(source, name, split, num_classes, _get_spec(name)))
     return iter(ds.to_iter_dataset(_read_options(2)))
+
+
+def train_labels(name: str, data_dir: str, validation_size: int, num_classes: int) -> np.ndarray:
+    """The train split's labels, in order (reads the whole split once)."""
+    return _InMemorySplit(
+        _open_split(name, "train", data_dir, validation_size), f"{name} split 'train'", num_classes
+    ).labels
 
 
 class _InMemorySplit:
@@ -221,14 +229,12 @@ class _ReadBatch(grain.transforms.Map):
         split: str,
         num_classes: int,
         spec: DatasetSpec,
-        with_mask: bool,
     ):
         self._source = source
         self._where = f"{name} split {split!r}"
         self._num_classes = num_classes
         self._mean = np.float32(spec.pixel_mean)
         self._std = np.float32(spec.pixel_std)
-        self._with_mask = with_mask
 
     def map(self, indices: np.ndarray) -> dict[str, np.ndarray]:
         valid = indices < len(self._source)
@@ -242,11 +248,11 @@ class _ReadBatch(grain.transforms.Map):
             )
         image = images.astype(np.float32) * np.float32(1 / 255.0)
         image = np.where(valid[:, None, None, None], (image - self._mean) / self._std, 0)
-        batch = {"image": image.astype(np.float32), "label": np.where(valid, labels, 0)}
-        batch["label"] = batch["label"].astype(np.int32)
-        if self._with_mask:
-            batch["mask"] = valid.astype(np.float32)
-        return batch
+        return {
+            "inputs": image.astype(np.float32),
+            "labels": np.where(valid, labels, 0).astype(np.int32),
+            "mask": valid.astype(np.float32),
+        }
 
 
 def _get_spec(name: str) -> DatasetSpec:
