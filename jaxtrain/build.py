@@ -13,7 +13,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxtrain import models, optim, sharding
+from jaxtrain import models, optim, partitioning, sharding
 from jaxtrain.config import IMAGE_MODELS, MODEL_NAMES
 from jaxtrain.data.loader import DatasetInfo
 from jaxtrain.step import (
@@ -135,12 +135,21 @@ def create_state_and_steps(
     """
     schedule = _make_schedule(c)
     tx = _make_optimizer(c, schedule)
-    create = _model_factory(c, info)
+    settings = model_settings(c, info)
+    create = models.model_factory(settings)
     graphdef = model_graphdef(c, info)
+    accum = c.optimizer.grad_accum_steps
+    sharding.check_batch_size(c.batch_size, mesh, grad_accum_steps=accum)
+    sharding.check_batch_size(c.eval_batch_size, mesh, field="eval_batch_size")
     init = functools.partial(init_train_state, create, tx, c.seed)
     abstract = jax.eval_shape(init)
-    state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
+    # Params, and optimizer state mirroring them, are sharded by config.mesh.rules (FSDP/TP);
+    # the divisibility of every sharded dimension is checked here, before anything compiles.
+    state_sharding = partitioning.state_shardings(abstract, mesh, tuple(c.mesh.rules))
     state = jax.jit(init, out_shardings=state_sharding)()
+    if c.model.pretrained:
+        data_dir = resolve_data_dir(c.data.data_dir)
+        state = _import_pretrained(c.model.pretrained, data_dir, settings, state)
     spec = StepSpec(
         graphdef=graphdef,
         tx=tx,
@@ -164,6 +173,27 @@ def create_state_and_steps(
         out_shardings=metrics_sharding,
     )
     return state, train, evaluate
+
+
+def _import_pretrained(
+    name: str, data_dir: str, cfg: models.BertConfig, state: TrainState
+) -> TrainState:
+    """Replaces the encoder's params with pretrained weights; the head keeps its init.
+
+    `cfg` is the run's own model config: a checkpoint that does not fit it is refused with the
+    tensor, both shapes and the config field to change.
+
+    Optimizer moments start at zero either way, so only the params change. Shapes are checked
+    against the config by the importer, which names the field to change on a mismatch.
+    """
+    if name != "minilm":
+        raise ValueError(f"unknown pretrained weights {name!r}; valid: minilm")
+    from jaxtrain import pretrained
+    from jaxtrain.models import hf_import
+
+    folder = pretrained.minilm_dir(data_dir)
+    hf = hf_import.load_hf_bert_params(os.path.join(folder, "model.safetensors"), cfg)
+    return state.replace(params=hf_import.import_into(state.params, hf))
 
 
 def make_carry(state: TrainState, pending: dict, pending_steps: int) -> dict[str, Any]:

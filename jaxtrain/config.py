@@ -43,6 +43,25 @@ def get_config() -> ml_collections.ConfigDict:
     # ~/.cache/jaxtrain/xla), a directory, or "off".
     c.compile_cache_dir = "auto"
 
+    c.mesh = ml_collections.ConfigDict()
+    # Device mesh axes (data, fsdp, tensor); -1 means "the remaining devices" (at most one -1).
+    c.mesh.shape = (-1, 1, 1)
+    # Logical parameter axis -> mesh axis ("" replicates). Params are annotated with logical
+    # names (see jaxtrain/models); the batch is split over data x fsdp.
+    c.mesh.rules = (
+        ("vocab", "tensor"),
+        ("embed", "fsdp"),
+        ("mlp", "tensor"),
+        ("heads", "tensor"),
+        ("kv", ""),
+        ("classes", ""),
+        ("norm", ""),
+        ("conv_in", ""),
+        ("conv_out", "fsdp"),
+        ("kernel_h", ""),
+        ("kernel_w", ""),
+    )
+
     c.distributed = ml_collections.ConfigDict()
     c.distributed.coordinator_address = ""  # host:port of process 0; or $JAXTRAIN_COORDINATOR
     c.distributed.num_processes = 1  # or $JAXTRAIN_NUM_PROCESSES

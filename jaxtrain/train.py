@@ -23,10 +23,10 @@ from jaxtrain.build import (
     resolve_data_dir,
     zero_train_metrics,
 )
-from jaxtrain.compile_cache import enable_compilation_cache
-from jaxtrain.data.loader import DataOptions, DatasetInfo
 from jaxtrain.checkpoint import Checkpointer
+from jaxtrain.compile_cache import enable_compilation_cache
 from jaxtrain.config import validate_against_dataset, validate_config
+from jaxtrain.data.loader import DataOptions, DatasetInfo
 from jaxtrain.distributed import initialize_distributed
 from jaxtrain.early_stopping import EarlyStopping
 from jaxtrain.errors import CheckpointError, Preempted
@@ -192,7 +192,7 @@ def train_and_evaluate(
         cpu_devices_per_process=d.cpu_devices_per_process,
         timeout_s=d.timeout_s,
     )
-    mesh = sharding.create_mesh(c.num_devices)
+    mesh = sharding.create_mesh(c.num_devices, tuple(c.mesh.shape))
     validate_config(c, mesh.size)
     enable_compilation_cache(None if c.compile_cache_dir == "auto" else c.compile_cache_dir)
     opts = data_options(c)

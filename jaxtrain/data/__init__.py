@@ -11,9 +11,10 @@ from jaxtrain.data.loader import (
     get_dataset_info,
     get_task,
     load_tokenizer,
+    prepare_dataset,
     train_class_counts,
 )
-from jaxtrain.data.pipeline import DATASETS, DatasetNotPreparedError, prepare_dataset
+from jaxtrain.data.pipeline import DATASETS, DatasetNotPreparedError
 
 __all__ = [
     "DATASETS",

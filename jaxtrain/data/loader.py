@@ -108,7 +108,7 @@ def _load_tokenizer_cached(spec: str, data_dir: str):
         path = os.path.join(data_dir, "tokenizers", "shakespeare_char.json")
         if not os.path.exists(path):
             # Deterministic: every distinct character of the prepared train split.
-            tok.tokenizer_train_main("char", "shakespeare", 0, path, data_dir=data_dir)
+            tok.tokenizer_train_main("char", "shakespeare", 0, path, data_dir=data_dir)  # 0: all
         return tok.load_tokenizer(path)
     return tok.resolve_tokenizer(spec, data_dir=data_dir)
 
@@ -142,8 +142,8 @@ def get_dataset_info(opts: DataOptions) -> DatasetInfo:
         num_train=info.num_train,
         num_validation=info.num_validation,
         num_test=info.num_test,
-        vocab_size=tokenizer.get_vocab_size(),
-        pad_id=tok.pad_id(tokenizer),
+        vocab_size=tok.get_vocab_size(tokenizer),
+        pad_id=tok.get_pad_id(tokenizer),
     )
 
 
@@ -169,6 +169,7 @@ def create_train_iterator(opts: DataOptions, *, global_batch_size: int, num_clas
         seq_len=opts.seq_len,
         global_batch_size=global_batch_size,
         seed=opts.seed,
+        num_classes=num_classes or None,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
         prefetch=opts.prefetch,
@@ -200,6 +201,7 @@ def create_eval_iterator(
         global_batch_size=global_batch_size,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
+        num_classes=num_classes or None,
     )
 
 
@@ -208,5 +210,16 @@ def train_class_counts(opts: DataOptions, num_classes: int) -> np.ndarray:
     if get_task(opts.name) == IMAGE_CLASSIFICATION:
         labels = pipeline.train_labels(opts.name, opts.data_dir, opts.validation_size, num_classes)
     else:
-        labels = _text().train_labels(opts.name, opts.data_dir)
+        labels = _text().read_labels(opts.name, "train", opts.data_dir)
     return np.bincount(labels, minlength=num_classes)
+
+
+def prepare_dataset(name: str, data_dir: str, manual_dir: str | None = None) -> None:
+    """Builds a built-in dataset (image or text) under data_dir; a no-op when already built."""
+    if name in pipeline.DATASETS:
+        pipeline.prepare_dataset(name, data_dir, manual_dir)
+    elif name in _text().TEXT_DATASETS:
+        _text().TEXT_DATASETS[name].prepare(data_dir, manual_dir)
+    else:
+        valid = [*pipeline.DATASETS, *_text().TEXT_DATASETS]
+        raise DataError(f"unknown dataset {name!r}; valid: {', '.join(valid)}")

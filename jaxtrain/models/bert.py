@@ -168,7 +168,7 @@ class BertEncoder(nnx.Module):
     ) -> tuple[list[jax.Array], jax.Array]:
         """Hidden states [B, L, D] float32 (embeddings output, then each layer) and the padding
         mask [B, L] (True = real token). All token types are 0 (single-segment inputs)."""
-        b, length = tokens_BxL.shape
+        length = tokens_BxL.shape[1]
         if length > self.cfg.max_len:
             raise ValueError(
                 f"sequence length {length} exceeds the {self.cfg.max_len} position embeddings "
