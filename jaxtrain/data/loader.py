@@ -78,10 +78,17 @@ def _text():
     return text
 
 
-def get_task(name: str) -> str:
-    """The task of a dataset name, from its builder (no examples read)."""
+def get_task(name: str, data_dir: str = "") -> str:
+    """The task of a dataset name, from its builder (no examples read).
+
+    Own data (`user:NAME`) is image classification when it has an "image" feature, else text
+    classification.
+    """
     if name in pipeline.DATASETS:
         return IMAGE_CLASSIFICATION
+    if pipeline.is_user_dataset(name):
+        features = pipeline._load_builder(name, data_dir).info.features
+        return IMAGE_CLASSIFICATION if "image" in features else TEXT_CLASSIFICATION
     text = _text()
     if name in text.TEXT_DATASETS:
         return text.TEXT_DATASETS[name].task
@@ -114,7 +121,7 @@ def _load_tokenizer_cached(spec: str, data_dir: str):
 
 
 def get_dataset_info(opts: DataOptions) -> DatasetInfo:
-    task = get_task(opts.name)
+    task = get_task(opts.name, opts.data_dir)
     if task == IMAGE_CLASSIFICATION:
         info = pipeline.get_dataset_info(opts.name, opts.data_dir, opts.validation_size)
         return DatasetInfo(
@@ -149,7 +156,7 @@ def get_dataset_info(opts: DataOptions) -> DatasetInfo:
 
 def create_train_iterator(opts: DataOptions, *, global_batch_size: int, num_classes: int) -> Any:
     """Infinite shuffled per-process train batches; a grain iterator (get_state/set_state)."""
-    if get_task(opts.name) == IMAGE_CLASSIFICATION:
+    if get_task(opts.name, opts.data_dir) == IMAGE_CLASSIFICATION:
         return pipeline.create_train_iterator(
             opts.name,
             data_dir=opts.data_dir,
@@ -161,6 +168,14 @@ def create_train_iterator(opts: DataOptions, *, global_batch_size: int, num_clas
             process_count=jax.process_count(),
             prefetch=opts.prefetch,
             in_memory=opts.in_memory,
+            augment_crop_pad=opts.augment_crop_pad,
+            augment_flip=opts.augment_flip,
+            sampling=opts.sampling,
+        )
+    if opts.sampling != "uniform" or opts.augment_crop_pad or opts.augment_flip:
+        raise DataError(
+            "data.sampling=balanced and image augmentation apply to image datasets; for text "
+            "use loss.class_weighting=balanced"
         )
     return _text().create_text_train_iterator(
         opts.name,
@@ -180,7 +195,7 @@ def create_eval_iterator(
     opts: DataOptions, *, split: str, global_batch_size: int, num_classes: int
 ) -> Iterator[dict[str, np.ndarray]]:
     """One ordered pass over `split` ("validation" or "test"), padded with mask-0 rows."""
-    if get_task(opts.name) == IMAGE_CLASSIFICATION:
+    if get_task(opts.name, opts.data_dir) == IMAGE_CLASSIFICATION:
         return pipeline.create_eval_iterator(
             opts.name,
             split=split,
@@ -207,7 +222,7 @@ def create_eval_iterator(
 
 def train_class_counts(opts: DataOptions, num_classes: int) -> np.ndarray:
     """Examples per class in the train split (for balanced class weights and resampling)."""
-    if get_task(opts.name) == IMAGE_CLASSIFICATION:
+    if get_task(opts.name, opts.data_dir) == IMAGE_CLASSIFICATION:
         labels = pipeline.train_labels(opts.name, opts.data_dir, opts.validation_size, num_classes)
     else:
         labels = _text().read_labels(opts.name, "train", opts.data_dir)

@@ -15,7 +15,8 @@ import grain
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxtrain.data.builders import fashion_mnist
+from jaxtrain.data.augment import AugmentImages
+from jaxtrain.data.builders import fashion_mnist, user_data
 from jaxtrain.errors import DataError
 
 
@@ -66,6 +67,15 @@ def get_dataset_info(name: str, data_dir: str, validation_size: int) -> DatasetI
     """Reads sizes and classes from the prepared dataset's metadata (no examples are read)."""
     info = _load_builder(name, data_dir).info
     num_train_split = info.splits["train"].num_examples
+    if is_user_dataset(name):
+        return DatasetInfo(
+            num_classes=info.features["label"].num_classes,
+            image_shape=tuple(info.features["image"].shape),
+            num_train=num_train_split,
+            num_validation=info.splits["validation"].num_examples,
+            num_test=info.splits["test"].num_examples,
+            class_names=tuple(info.features["label"].names),
+        )
     _check_validation_size(validation_size, num_train_split)
     return DatasetInfo(
         num_classes=info.features["label"].num_classes,
@@ -89,6 +99,9 @@ def create_train_iterator(
     process_count: int = 1,
     prefetch: int = 2,
     in_memory: bool = True,
+    augment_crop_pad: int = 0,
+    augment_flip: bool = False,
+    sampling: str = "uniform",
 ) -> grain.DatasetIterator:
     """Infinite, shuffled, per-process batches of the train split; checkpoint via get_state().
 
@@ -96,6 +109,11 @@ def create_train_iterator(
     epoch, from `seed`) and reads only its own rows of each. So the global batch at every step is
     the same for any number of processes, and 1 process x 8 devices trains exactly like 2
     processes x 4 devices. `prefetch` batches are prepared ahead in a background thread.
+
+    sampling="balanced" draws every example with replacement, first a class uniformly, then an
+    example of it uniformly (deterministic per position from `seed`). Augmentation (random crop
+    after zero padding, horizontal flip) is a function of (seed, global batch number, global
+    row), so resumed and multi-process runs see exactly the same augmented batches.
     """
     local_batch_size = _local_batch_size(global_batch_size, process_count)
     _shard_options(process_index, process_count)  # validates the process index
@@ -104,12 +122,44 @@ def create_train_iterator(
     )
     # Batching indices first and reading each batch with one vectorized fetch avoids grain's
     # per-record overhead (~0.4 ms/record with DataLoader on 2 cores, ~10x the read itself).
-    ds = grain.MapDataset.range(len(source)).shuffle(seed=seed).repeat(None)
+    if sampling == "balanced":
+        pick = _BalancedPick(source.labels(), f"{name} split 'train'")
+        ds = grain.MapDataset.range(len(source)).repeat(None).random_map(pick, seed=seed)
+    elif sampling == "uniform":
+        ds = grain.MapDataset.range(len(source)).shuffle(seed=seed).repeat(None)
+    else:
+        raise DataError(f"sampling must be uniform or balanced, got {sampling!r}")
     ds = ds.batch(global_batch_size, drop_remainder=True)
     rows = slice(process_index * local_batch_size, (process_index + 1) * local_batch_size)
     ds = ds.map(lambda indices: indices[rows])
-    ds = ds.map(_ReadBatch(source, name, "train", num_classes, _get_spec(name)))
+    spec = _get_spec(name, data_dir)
+    ds = ds.map(_ReadBatch(source, name, "train", num_classes, spec))
+    if augment_crop_pad or augment_flip:
+        # Pixels are already normalised: pad with the value a black (0) pixel normalises to.
+        black = -spec.pixel_mean / spec.pixel_std
+        augment = AugmentImages(
+            seed=seed,
+            row_offset=process_index * local_batch_size,
+            pad=augment_crop_pad,
+            flip=augment_flip,
+            fill=black,
+        )
+        ds = ds.map_with_index(augment)
     return iter(ds.to_iter_dataset(_read_options(prefetch)))
+
+
+class _BalancedPick(grain.transforms.RandomMap):
+    """Position -> an example index: a uniformly drawn class, then a uniform example of it."""
+
+    def __init__(self, labels: np.ndarray, where: str):
+        classes = np.unique(labels)
+        self._by_class = [np.flatnonzero(labels == k) for k in classes]
+        if len(classes) < 2:
+            raise DataError(f"{where}: balanced sampling needs at least two classes")
+
+    def random_map(self, element: int, rng: np.random.Generator) -> int:
+        members = self._by_class[rng.integers(len(self._by_class))]
+        return int(members[rng.integers(len(members))])
 
 
 def create_eval_iterator(
@@ -139,7 +189,7 @@ def create_eval_iterator(
     # Strided sharding: process p reads padded rows p, p + P, ...; each row is read exactly once.
     rows = grain.MapDataset.range(num_batches * global_batch_size)[process_index::process_count]
     ds = rows.batch(local_batch_size, drop_remainder=True)
-    ds = ds.map(_ReadBatch(source, name, split, num_classes, _get_spec(name)))
+    ds = ds.map(_ReadBatch(source, name, split, num_classes, _get_spec(name, data_dir)))
     return iter(ds.to_iter_dataset(_read_options(2)))
 
 
@@ -211,6 +261,11 @@ class _BatchReader:
     def __len__(self) -> int:
         return len(self._source)
 
+    def labels(self) -> np.ndarray:
+        if isinstance(self._source, _InMemorySplit):
+            return self._source.labels
+        return self.read(np.arange(len(self)))[1]
+
     def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if isinstance(self._source, _InMemorySplit):
             return self._source.read(indices)
@@ -255,13 +310,27 @@ class _ReadBatch(grain.transforms.Map):
         }
 
 
-def _get_spec(name: str) -> DatasetSpec:
+USER_PREFIX = "user:"
+
+
+def is_user_dataset(name: str) -> bool:
+    """`user:NAME` names a dataset built by `jaxtrain prepare user_images|user_text`."""
+    return name.startswith(USER_PREFIX)
+
+
+def _get_spec(name: str, data_dir: str | None = None) -> DatasetSpec:
+    if is_user_dataset(name) and data_dir is not None:
+        directory = user_data.builder_dir(name[len(USER_PREFIX) :], data_dir)
+        mean, std = user_data.read_pixel_stats(directory)
+        return DatasetSpec(builder_cls=None, prepare=None, pixel_mean=mean, pixel_std=std)
     if name not in DATASETS:
         raise DataError(f"Unknown dataset {name!r}; valid names: {sorted(DATASETS)}")
     return DATASETS[name]
 
 
 def _load_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
+    if is_user_dataset(name):
+        return user_data.open_user_builder(name[len(USER_PREFIX) :], data_dir)
     builder = _get_spec(name).builder_cls(data_dir=data_dir)
     if not builder.is_prepared():
         raise DatasetNotPreparedError(
@@ -282,6 +351,12 @@ def _open_split(
 ) -> Any:
     """Returns the TFDS random-access source for one of our splits."""
     builder = _load_builder(name, data_dir)
+    if is_user_dataset(name):
+        # Own data comes with its own stratified train/validation/test splits.
+        source = builder.as_data_source(split)
+        if not in_memory:
+            return source
+        return _InMemorySplit(source, f"{name} split {split!r}", num_classes)
     num_train_split = builder.info.splits["train"].num_examples
     _check_validation_size(validation_size, num_train_split)
     num_train = num_train_split - validation_size

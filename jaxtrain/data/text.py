@@ -28,8 +28,8 @@ import tokenizers
 
 from jaxtrain import tokenizer as tokenizer_lib
 from jaxtrain.data import tokenize
-from jaxtrain.data.builders import mr_polarity, shakespeare
-from jaxtrain.data.pipeline import DatasetNotPreparedError
+from jaxtrain.data.builders import mr_polarity, shakespeare, user_data
+from jaxtrain.data.pipeline import USER_PREFIX, DatasetNotPreparedError
 from jaxtrain.errors import DataError
 
 SPLITS = ("train", "validation", "test")
@@ -280,12 +280,17 @@ def _read_records(name: str, split: str, data_dir: str) -> tuple[list[str], np.n
 
 
 def _get_spec(name: str) -> TextDatasetSpec:
+    if name.startswith(USER_PREFIX):
+        # Own CSV/JSONL data: text classification, read from its prepared directory.
+        return TextDatasetSpec(task="text_classification", builder_cls=None, prepare=None)
     if name not in TEXT_DATASETS:
         raise DataError(f"Unknown text dataset {name!r}; valid names: {sorted(TEXT_DATASETS)}")
     return TEXT_DATASETS[name]
 
 
 def _load_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
+    if name.startswith(USER_PREFIX):
+        return user_data.open_user_builder(name[len(USER_PREFIX) :], data_dir)
     spec = _get_spec(name)
     builder = spec.builder_cls(config=spec.config, data_dir=data_dir)
     if not builder.is_prepared():
