@@ -13,7 +13,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxtrain import models, optim, partitioning, sharding
+from jaxtrain import ensemble, models, optim, partitioning, sharding
 from jaxtrain.config import IMAGE_MODELS, MODEL_NAMES
 from jaxtrain.data.loader import DatasetInfo
 from jaxtrain.step import (
@@ -141,11 +141,19 @@ def create_state_and_steps(
     accum = c.optimizer.grad_accum_steps
     sharding.check_batch_size(c.batch_size, mesh, grad_accum_steps=accum)
     sharding.check_batch_size(c.eval_batch_size, mesh, field="eval_batch_size")
-    init = functools.partial(init_train_state, create, tx, c.seed)
-    abstract = jax.eval_shape(init)
-    # Params, and optimizer state mirroring them, are sharded by config.mesh.rules (FSDP/TP);
-    # the divisibility of every sharded dimension is checked here, before anything compiles.
-    state_sharding = partitioning.state_shardings(abstract, mesh, tuple(c.mesh.rules))
+    if c.num_seeds == 1:
+        init = functools.partial(init_train_state, create, tx, c.seed)
+        abstract = jax.eval_shape(init)
+        # Params, and optimizer state mirroring them, are sharded by config.mesh.rules
+        # (FSDP/TP); every sharded dimension's divisibility is checked here, before compiling.
+        state_sharding = partitioning.state_shardings(abstract, mesh, tuple(c.mesh.rules))
+    else:
+        # K members: states stacked on a leading axis, replicated (validate_config allows only
+        # data-parallel meshes here); each member is initialized exactly as its seed alone.
+        seeds = ensemble.member_seeds(c.seed, c.num_seeds)
+        init = ensemble.stacked_init(functools.partial(init_train_state, create, tx), seeds)
+        abstract = jax.eval_shape(init)
+        state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
     state = jax.jit(init, out_shardings=state_sharding)()
     if c.model.pretrained:
         data_dir = resolve_data_dir(c.data.data_dir)
@@ -158,17 +166,24 @@ def create_state_and_steps(
         label_smoothing=c.loss.label_smoothing,
         grad_accum_steps=c.optimizer.grad_accum_steps,
         class_weights=tuple(class_weights),
+        param_compute_sharding=partitioning.compute_shardings(state_sharding.params, mesh),
     )
     data_sharding = sharding.batch_sharding(mesh)
     metrics_sharding = sharding.replicated(mesh)
+    step_fn = functools.partial(train_step, spec)
+    eval_fn = functools.partial(eval_step, spec)
+    train_data_sharding = data_sharding
+    if c.num_seeds > 1:
+        step_fn, eval_fn = ensemble.vmap_train_step(step_fn), ensemble.vmap_eval_step(eval_fn)
+        train_data_sharding = ensemble.member_sharding(data_sharding)
     train = jax.jit(
-        functools.partial(train_step, spec),
-        in_shardings=(state_sharding, data_sharding),
+        step_fn,
+        in_shardings=(state_sharding, train_data_sharding),
         out_shardings=(state_sharding, metrics_sharding),
         donate_argnums=(0,),
     )
     evaluate = jax.jit(
-        functools.partial(eval_step, spec),
+        eval_fn,
         in_shardings=(state_sharding, data_sharding),
         out_shardings=metrics_sharding,
     )
@@ -205,12 +220,17 @@ def make_carry(state: TrainState, pending: dict, pending_steps: int) -> dict[str
     return {"train_state": state, "pending": pending, "pending_steps": steps}
 
 
-def zero_train_metrics(train_fn, state, info: DatasetInfo, batch_size, data_sharding) -> dict:
+def zero_train_metrics(
+    train_fn, state, info: DatasetInfo, batch_size, data_sharding, num_members: int = 1
+) -> dict:
     """Zeros shaped like the step's metrics (nonfinite_step = -1 means "none yet")."""
     batch = info.batch_shapes(batch_size, data_sharding)
+    if num_members > 1:
+        member = ensemble.member_sharding(data_sharding)
+        batch = ensemble.add_member_axis(info.batch_shapes(batch_size), num_members, member)
     shapes = jax.eval_shape(train_fn, state, batch)[1]
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-    zeros["nonfinite_step"] = jnp.full((), -1, jnp.int32)
+    zeros["nonfinite_step"] = jnp.full(zeros["loss"].shape, -1, jnp.int32)
     # Placed like the step's metric outputs, so accumulating never mixes device sets.
     return jax.device_put(zeros, sharding.replicated(data_sharding.mesh))
 

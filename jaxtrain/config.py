@@ -32,6 +32,8 @@ def get_config() -> ml_collections.ConfigDict:
     """Returns the base config with every default."""
     c = ml_collections.ConfigDict()
     c.seed = 0
+    # K > 1 trains K independent models (seeds seed..seed+K-1) at once with jax.vmap.
+    c.num_seeds = 1
     c.total_steps = 1000
     c.batch_size = 128  # global batch per optimizer update, over all devices and processes
     c.eval_batch_size = 1000
@@ -161,6 +163,16 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
     for field in ("total_steps", "batch_size", "eval_batch_size", "log_every", "eval_every"):
         _check(c[field] > 0, field, f"must be > 0, got {c[field]}")
     _check(c.num_devices == -1 or c.num_devices > 0, "num_devices", "must be -1 (all) or > 0")
+    _check(c.num_seeds >= 1, "num_seeds", f"must be >= 1, got {c.num_seeds}")
+    if c.num_seeds > 1:
+        _check(
+            tuple(c.mesh.shape)[1:] == (1, 1),
+            "mesh.shape",
+            f"num_seeds={c.num_seeds} trains replicated members: use a data-parallel mesh "
+            f"(-1, 1, 1), got {tuple(c.mesh.shape)}",
+        )
+        _check(not c.model.pretrained, "model.pretrained", "is not supported with num_seeds > 1")
+        _check(not c.init_from, "init_from", "is not supported with num_seeds > 1")
     accum = c.optimizer.grad_accum_steps
     _check(accum >= 1, "optimizer.grad_accum_steps", f"must be >= 1, got {accum}")
     _check(

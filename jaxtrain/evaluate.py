@@ -75,9 +75,11 @@ def restore_run_state(workdir: str, which: str) -> SavedRun:
     )
     step = _pick_step(ckpt, which)
     info = data_lib.get_dataset_info(data_options(c))
-    mesh = sharding.create_mesh(-1)
+    mesh = sharding.create_mesh(-1, tuple(c.mesh.shape))
     state, train_fn, eval_fn = create_state_and_steps(c, mesh, info)
-    pending = zero_train_metrics(train_fn, state, info, c.batch_size, sharding.batch_sharding(mesh))
+    pending = zero_train_metrics(
+        train_fn, state, info, c.batch_size, sharding.batch_sharding(mesh), c.num_seeds
+    )
     restored = ckpt.restore(step, abstract_like(make_carry(state, pending, 0)))
     ckpt.close()
     graphdef = model_graphdef(c, info)

@@ -14,6 +14,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxtrain import data as data_lib
+from jaxtrain import quantize
+from jaxtrain.build import resolve_data_dir
+from jaxtrain.data import pipeline
 from jaxtrain.errors import CheckpointError
 from jaxtrain.evaluate import restore_run_state
 from jaxtrain.step import TrainState
@@ -42,20 +45,32 @@ def token_inference_fn(graphdef: nnx.GraphDef, state: TrainState):
     return predict
 
 
-def export_model(workdir: str, which: str, out: str) -> dict:
+def export_model(workdir: str, which: str, out: str, *, int8: bool = False) -> dict:
     """Restores checkpoint `which` of a run and writes the serialized inference function.
 
     Images: uint8 [b, H, W, C] -> logits (normalisation baked in). Text: int32 token ids
     [b, seq_len] from the run's tokenizer -> logits [b, K] or [b, seq_len, V].
+    int8=True stores every kernel as int8 with per-output-channel scales (dequantized inside
+    the exported function): ~4x smaller; image classifiers only.
     """
     run = restore_run_state(workdir, which)
     info, step = run.info, run.step
     dims = ", ".join(str(d) for d in info.input_shape)
     shape = jax.export.symbolic_shape(f"b, {dims}")
+    if run.config.num_seeds > 1:
+        raise CheckpointError(
+            f"{workdir} holds {run.config.num_seeds} vmapped members; export trains one model: "
+            "re-run with num_seeds=1 and the chosen seed"
+        )
     if info.task == data_lib.IMAGE_CLASSIFICATION:
-        spec = data_lib.DATASETS[run.config.data.name]
-        predict = inference_fn(run.graphdef, run.state, spec.pixel_mean, spec.pixel_std)
+        mean, std = pipeline.pixel_stats(
+            run.config.data.name, resolve_data_dir(run.config.data.data_dir)
+        )
+        make = quantize.quantized_inference_fn if int8 else inference_fn
+        predict = make(run.graphdef, run.state, mean, std)
         dtype = jnp.uint8
+    elif int8:
+        raise CheckpointError("--int8 export supports image classifiers only")
     else:
         predict = token_inference_fn(run.graphdef, run.state)
         dtype = jnp.int32
@@ -70,6 +85,7 @@ def export_model(workdir: str, which: str, out: str) -> dict:
         "step": step,
         "bytes": os.path.getsize(out),
         "input": f"{jnp.dtype(dtype).name}{list(shape)}",
+        "int8": int8,
         "classes": list(info.class_names),
     }
     print(summary, flush=True)

@@ -66,7 +66,7 @@ def balanced_class_weights(counts_K: np.ndarray) -> tuple[float, ...]:
 def per_class_metrics(confusion_KxK: np.ndarray, class_names: tuple[str, ...]) -> dict:
     """Precision, recall, F1 and support for every class, keyed by class name."""
     _, precision, recall, f1, actual = _precision_recall_f1(np.asarray(confusion_KxK, np.float64))
-    names = class_names or tuple(str(k) for k in range(len(cm)))
+    names = class_names or tuple(str(k) for k in range(len(actual)))
     return {
         name: {
             "precision": float(precision[k]),

@@ -14,8 +14,8 @@ import numpy as np
 import tqdm
 
 from jaxtrain import data as data_lib
+from jaxtrain import ensemble, provenance, sharding
 from jaxtrain import metrics as metrics_lib
-from jaxtrain import provenance, sharding
 from jaxtrain.build import (
     abstract_like,
     create_state_and_steps,
@@ -78,6 +78,18 @@ def evaluate_split(
             total, eval_fn(state, sharding.make_global_batch(local, sharding.batch_sharding(mesh)))
         )
     total = jax.device_get(total)
+    seeds = ensemble.member_seeds(c.seed, c.num_seeds)
+    if c.num_seeds == 1:
+        summary, confusion = _summarize_eval(total)
+    else:
+        members = [_summarize_eval(t) for t in ensemble.split_members(total, c.num_seeds)]
+        summary = ensemble.summarize_members([m[0] for m in members], seeds)
+        # The written confusion matrix pools all members' predictions.
+        confusion = None if members[0][1] is None else sum(m[1] for m in members)
+    return {f"{split}/{k}": v for k, v in summary.items()}, confusion
+
+
+def _summarize_eval(total: dict[str, Any]) -> tuple[dict[str, float], np.ndarray | None]:
     loss = float(total["loss_sum"] / total["count"])
     summary = {"loss": loss}
     confusion = None
@@ -89,7 +101,7 @@ def evaluate_split(
         summary["accuracy"] = float(total["correct"] / total["count"])
         summary["perplexity"] = float(np.exp(min(loss, 50.0)))
         summary["bits_per_token"] = loss / float(np.log(2.0))
-    return {f"{split}/{k}": v for k, v in summary.items()}, confusion
+    return summary, confusion
 
 
 class _PerfTimer:
@@ -140,10 +152,21 @@ def _tokens_per_example(info: DatasetInfo) -> int:
     return int(info.input_shape[0]) if info.input_dtype == np.int32 else 0
 
 
-def _log_train(writer, bar, step, total, steps, perf: dict[str, float]) -> dict[str, float]:
+def _log_train(writer, bar, step, total, steps, perf, seeds) -> dict[str, float]:
     total = jax.device_get(total)
-    metrics_lib.check_finite(float(total["loss"]), int(total["nonfinite_step"]), step)
-    scalars = {f"train/{k}": float(v) / steps for k, v in total.items() if k != "nonfinite_step"}
+    members = ensemble.split_members(total, len(seeds)) if len(seeds) > 1 else [total]
+    per_member = []
+    for seed, t in zip(seeds, members, strict=True):
+        try:
+            metrics_lib.check_finite(float(t["loss"]), int(t["nonfinite_step"]), step)
+        except FloatingPointError as e:
+            raise FloatingPointError(f"{e} (seed {seed})" if len(seeds) > 1 else str(e)) from e
+        per_member.append({k: float(v) / steps for k, v in t.items() if k != "nonfinite_step"})
+    if len(seeds) == 1:
+        values = per_member[0]
+    else:
+        values = ensemble.summarize_members(per_member, seeds)
+    scalars = {f"train/{k}": v for k, v in values.items()}
     scalars.update(perf)
     writer.write(step, scalars)
     bar.set_postfix(
@@ -211,15 +234,27 @@ def train_and_evaluate(
     ckpt = _create_checkpointer(c, workdir)
 
     # --- data ---------------------------------------------------------------------------
-    train_iter = data_lib.create_train_iterator(
-        opts, global_batch_size=c.batch_size, num_classes=info.num_classes
-    )
+    seeds = ensemble.member_seeds(c.seed, c.num_seeds)
+    iterators = [
+        data_lib.create_train_iterator(
+            dataclasses.replace(opts, seed=s),
+            global_batch_size=c.batch_size,
+            num_classes=info.num_classes,
+        )
+        for s in seeds
+    ]
+    # One member: the grain iterator itself; several: each member reads its own data order.
+    train_iter = iterators[0] if len(seeds) == 1 else ensemble.MemberIterators(iterators)
 
     # --- model, optimizer, shardings ----------------------------------------------------
     state, train_fn, eval_fn = create_state_and_steps(c, mesh, info, class_weights)
     accumulate = jax.jit(accumulate_train_metrics)
     data_sharding = sharding.batch_sharding(mesh)
-    zero_pending = zero_train_metrics(train_fn, state, info, c.batch_size, data_sharding)
+    zero_pending = zero_train_metrics(
+        train_fn, state, info, c.batch_size, data_sharding, num_members=c.num_seeds
+    )
+    if c.num_seeds > 1:
+        data_sharding = ensemble.member_sharding(data_sharding)
     log.info("mesh %s; %d params", dict(mesh.shape), _count_params(state))
 
     # --- restore --------------------------------------------------------------------------
@@ -240,7 +275,7 @@ def train_and_evaluate(
     writer = MetricWriter(workdir, enabled=is_main)
 
     # --- loop -----------------------------------------------------------------------------
-    start = int(state.step)
+    start = int(np.asarray(state.step).reshape(-1)[0])  # members share the step
     bar = tqdm.tqdm(
         total=c.total_steps,
         initial=start,
@@ -254,7 +289,8 @@ def train_and_evaluate(
     last_eval: dict[str, float] | None = None
     stopper = _create_early_stopping(c, restored)
     watcher = PreemptionWatcher()
-    timer = _PerfTimer(c.batch_size, tokens_per_example=_tokens_per_example(info))
+    # Examples per step count every member's batch.
+    timer = _PerfTimer(c.batch_size * c.num_seeds, tokens_per_example=_tokens_per_example(info))
     t_start = time.perf_counter()
     end = start if stopper is not None and stopper.stopped else c.total_steps
     for step in range(start, end):
@@ -267,7 +303,7 @@ def train_and_evaluate(
         done = step + 1
         if done % c.log_every == 0 or done == c.total_steps:
             # The only host sync of the loop: fetching the summed metrics.
-            scalars = _log_train(writer, bar, done, pending, since, timer.lap(since))
+            scalars = _log_train(writer, bar, done, pending, since, timer.lap(since), seeds)
             final.update(scalars)
             pending = zero_pending
             since = 0

@@ -313,6 +313,12 @@ class _ReadBatch(grain.transforms.Map):
 USER_PREFIX = "user:"
 
 
+def pixel_stats(name: str, data_dir: str) -> tuple[float, float]:
+    """(mean, std) of the train pixels / 255 that a dataset's images are normalised with."""
+    spec = _get_spec(name, data_dir)
+    return spec.pixel_mean, spec.pixel_std
+
+
 def is_user_dataset(name: str) -> bool:
     """`user:NAME` names a dataset built by `jaxtrain prepare user_images|user_text`."""
     return name.startswith(USER_PREFIX)
