@@ -17,7 +17,7 @@ def get_config():
     c.data.name = "shakespeare"
     c.data.tokenizer = "shakespeare_char"
     c.data.seq_len = 128
-    c.total_steps = 2000
+    c.total_steps = 1500
     c.batch_size = 32
     c.eval_batch_size = 256
     c.log_every = 100

@@ -195,11 +195,13 @@ def _prepare(args: list[str]) -> None:
 
 
 def _tokenizer(args: list[str]) -> None:
-    from jaxtrain.tokenizer import tokenizer_train_main
+    from jaxtrain.tokenizer import KINDS, tokenizer_train_main
 
     if args != ["train"]:
         _fail(f"tokenizer takes one action: train\n{USAGE}")
     _need(kind=_KIND.value, corpus=_CORPUS.value, out=_OUT.value)
+    if _KIND.value not in KINDS:
+        _fail(f"--kind={_KIND.value!r}: use one of {', '.join(KINDS)}")
     summary = tokenizer_train_main(
         _KIND.value, _CORPUS.value, _VOCAB_SIZE.value, _OUT.value, data_dir=_data_dir()
     )

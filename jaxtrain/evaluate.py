@@ -18,18 +18,34 @@ from jaxtrain.build import (
     zero_train_metrics,
 )
 from jaxtrain.checkpoint import Checkpointer
+from jaxtrain.config import get_config
 from jaxtrain.errors import CheckpointError
 from jaxtrain.train import data_options, evaluate_split
 from jaxtrain.writers import write_json
 
 
 def _load_run_config(workdir: str) -> ml_collections.ConfigDict:
+    """The run's saved config over today's defaults, so fields added since the run was made
+    take their default values."""
     path = os.path.join(workdir, "config.json")
     try:
         with open(path) as f:
-            return ml_collections.ConfigDict(json.load(f))
+            saved = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: cannot read the run's config ({e})") from e
+    return ml_collections.ConfigDict(_merge(get_config().to_dict(), saved))
+
+
+def _merge(base: dict, saved: dict) -> dict:
+    out = dict(base)
+    for key, value in saved.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            out[key] = _merge(base[key], value)
+        elif isinstance(value, list) and isinstance(base.get(key), tuple):
+            out[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        else:
+            out[key] = value
+    return out
 
 
 def _pick_step(ckpt: Checkpointer, which: str) -> int:
