@@ -35,9 +35,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxtrain.data import pipeline as data_lib
 from jaxtrain import models
 from jaxtrain.build import resolve_data_dir
+from jaxtrain.data import pipeline as data_lib
 from jaxtrain.train import train_and_evaluate
 from jaxtrain.writers import read_metrics
 

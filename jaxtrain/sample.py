@@ -18,7 +18,7 @@ import numpy as np
 from flax import nnx
 from jax import lax
 
-from jaxtrain.errors import CheckpointError, DataError
+from jaxtrain.errors import DataError
 from jaxtrain.models.gpt import GPT, GPTConfig
 
 
@@ -179,49 +179,3 @@ def sample_from_run(
         model_state=jax.device_get(run.state.model_state),
     )
     return prompt + tok.decode(new, skip_special_tokens=False)
-
-
-def sample_from_run(
-    workdir: str,
-    prompt: str,
-    *,
-    which: str,
-    max_new_tokens: int,
-    temperature: float,
-    top_k: int,
-    seed: int,
-) -> str:
-    """`python -m jaxtrain sample`: restores checkpoint `which` (best, latest or a step) of a
-    GPT run, encodes `prompt` with the run's tokenizer and returns prompt + continuation."""
-    # Imported here: they pull in the training stack, which generate() itself does not need.
-    from jaxtrain.data import load_tokenizer
-    from jaxtrain.evaluate import restore_run_state
-    from jaxtrain.train import data_options
-
-    run = restore_run_state(workdir, which)
-    if run.config.model.name != "gpt":
-        raise CheckpointError(
-            f"{workdir}: sampling needs a GPT run, this one trained {run.config.model.name!r}"
-        )
-    if run.config.num_seeds > 1:
-        raise CheckpointError(
-            f"{workdir} holds {run.config.num_seeds} vmapped members; sampling uses one model: "
-            "re-run with num_seeds=1 and the chosen seed"
-        )
-    opts = data_options(run.config)
-    tokenizer = load_tokenizer(opts.tokenizer, opts.data_dir)
-    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False).ids
-    if not prompt_ids:
-        raise DataError(f"--prompt {prompt!r} encodes to no tokens; give some text")
-    params, model_state = jax.device_get((run.state.params, run.state.model_state))
-    new_ids = generate(
-        run.graphdef,
-        params,
-        prompt_ids,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        seed=seed,
-        model_state=model_state,
-    )
-    return tokenizer.decode(prompt_ids + new_ids, skip_special_tokens=False)

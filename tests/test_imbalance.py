@@ -1,8 +1,8 @@
 """Class imbalance on a deliberately imbalanced real subset: weights raise macro-F1.
 
-The subset is real Fashion-MNIST (Shirt as the majority; T-shirt and Coat, each easily confused with it, as minorities) at
-20:1:1, written as PNG folders and prepared with `prepare user_images`, so the run goes through
-the real own-data TFDS path.
+The subset is real Fashion-MNIST at 20:1:1 (Shirt as the majority; T-shirt and Coat, each easily
+confused with it, as minorities), written as PNG folders and prepared with
+`prepare user_images`, so the run goes through the real own-data TFDS path.
 """
 
 import json

@@ -260,8 +260,9 @@ class GPT(nnx.Module):
         no_key = jax.random.key(0)  # dropout is off when decoding
         for i, block in enumerate(self.blocks):
             q, k, v = block.project_qkv(x, positions_L)
-            k_all = lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), (i, 0, start, 0, 0))
-            v_all = lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), (i, 0, start, 0, 0))
+            at = (i, 0, start, 0, 0)  # layer i, slots [start, start + L)
+            k_all = lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), at)
+            v_all = lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), at)
             a = dot_product_attention(q, k_all[i], v_all[i], mask_LxS, impl=self.cfg.attention_impl)
             x = block.finish(x, a, train=False, dropout_key=no_key)
         return self._logits(x), KVCache(k_all, v_all)
@@ -275,7 +276,9 @@ class GPT(nnx.Module):
             )
         return self.extend(tokens_BxL, self.init_cache(tokens_BxL.shape[0], cache_len), 0)
 
-    def decode_step(self, token_B: jax.Array, cache: KVCache, position) -> tuple[jax.Array, KVCache]:
+    def decode_step(
+        self, token_B: jax.Array, cache: KVCache, position
+    ) -> tuple[jax.Array, KVCache]:
         """One new token per row at `position`: (logits_BxV float32, updated cache)."""
         logits_Bx1xV, cache = self.extend(token_B[:, None], cache, position)
         return logits_Bx1xV[:, 0], cache
@@ -301,9 +304,9 @@ def matmul_params(cfg: GPTConfig) -> int:
 
 
 def flops_per_token(cfg: GPTConfig, seq_len: int) -> int:
-    """Training FLOPs per token, 6 N + 12 n_layer d_model T (Kaplan et al. 2020 sec. 2.1;
-    PaLM, Chowdhery et al. 2022 app. B): each matmul weight costs 2 FLOPs forward and 4 backward
-    per token, N = matmul_params(cfg); attention's QK^T and PV add 2 * 2 T d per layer forward,
-    x3 with the backward pass. T is the full sequence length (no discount for the causal mask),
-    as in PaLM's MFU definition."""
+    """Training FLOPs per token: 6 N + 12 n_layer d_model seq_len (Kaplan et al. 2020 sec. 2.1;
+    PaLM, Chowdhery et al. 2022 app. B). Each matmul weight costs 2 FLOPs forward and 4 backward
+    per token, N = matmul_params(cfg); attention's QK^T and PV add 2 * 2 * seq_len * d_model
+    per layer forward, x3 with the backward pass. seq_len counts the whole sequence (no discount
+    for the causal mask, as in PaLM's MFU), so kernels that skip masked blocks do not change it."""
     return 6 * matmul_params(cfg) + 12 * cfg.num_layers * cfg.d_model * seq_len
