@@ -161,6 +161,8 @@ def sample_from_run(
     run = restore_run_state(workdir, which)
     if run.config.model.name != "gpt":
         raise DataError(f"{workdir} trained a {run.config.model.name!r}; sampling needs a gpt run")
+    if run.config.num_seeds > 1:
+        raise DataError(f"{workdir} holds {run.config.num_seeds} vmapped members; sample one run")
     if not prompt:
         raise DataError("--prompt is empty: give some text to continue")
     tok = data_lib.load_tokenizer(
