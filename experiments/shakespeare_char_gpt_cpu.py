@@ -2,8 +2,11 @@
 
 Command:  python -m jaxtrain train --config experiments/shakespeare_char_gpt_cpu.py \
             --workdir runs/shk_cpu
-Hardware: 2 CPU cores (x86_64), jax 0.10.2, float32.
-Result:   to be measured (README has the number).
+Hardware: 2 CPU cores (x86_64), jax 0.10.2, float32; 1.8M params.
+Result:   validation loss 1.668 nats/char (test 1.654, next-char accuracy 0.50) after 800 steps
+          (3.3M training characters) in 1156 s of training, measured 2026-11-23 on a CPU shared
+          with 2-3 other jobs (0.7-0.9 steps/s); at step 400 (~9 min in) 1.919. Alone the run
+          should take well under 15 minutes; it did not here, because of the sharing.
 
 Same data and tokenizer as shakespeare_char_gpt.py: `shakespeare` with the `shakespeare_char`
 tokenizer; validation loss is nats per character.
@@ -17,11 +20,11 @@ def get_config():
     c.data.name = "shakespeare"
     c.data.tokenizer = "shakespeare_char"
     c.data.seq_len = 128
-    c.total_steps = 1500
+    c.total_steps = 800
     c.batch_size = 32
     c.eval_batch_size = 256
     c.log_every = 100
-    c.eval_every = 500
+    c.eval_every = 400
     c.model.name = "gpt"
     c.model.max_len = 128
     c.model.num_layers = 4
@@ -34,7 +37,7 @@ def get_config():
     c.optimizer.name = "adamw"
     c.optimizer.learning_rate = 2e-3
     c.optimizer.schedule = "warmup_cosine"
-    c.optimizer.warmup_steps = 100
+    c.optimizer.warmup_steps = 50
     c.optimizer.end_lr_factor = 0.1
     c.optimizer.weight_decay = 0.1
     c.optimizer.b2 = 0.99

@@ -159,7 +159,10 @@ def _check_choice(value: str, field: str, names: tuple[str, ...]) -> None:
 
 
 def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
-    """Raises ConfigError naming the first impossible field; runs before any compilation."""
+    """Raises ConfigError naming the first impossible field; runs before any compilation.
+
+    `num_devices` is the number of batch shards (mesh data x fsdp; tensor-parallel devices
+    share rows)."""
     for field in ("total_steps", "batch_size", "eval_batch_size", "log_every", "eval_every"):
         _check(c[field] > 0, field, f"must be > 0, got {c[field]}")
     _check(c.num_devices == -1 or c.num_devices > 0, "num_devices", "must be -1 (all) or > 0")
@@ -178,13 +181,14 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
     _check(
         c.batch_size % (num_devices * accum) == 0,
         "batch_size",
-        f"{c.batch_size} is not divisible by devices x grad_accum_steps = {num_devices} x {accum};"
+        f"{c.batch_size} is not divisible by batch shards (data x fsdp) x grad_accum_steps = "
+        f"{num_devices} x {accum};"
         " pick a multiple",
     )
     _check(
         c.eval_batch_size % num_devices == 0,
         "eval_batch_size",
-        f"{c.eval_batch_size} is not divisible by the {num_devices} devices",
+        f"{c.eval_batch_size} is not divisible by the {num_devices} batch shards (data x fsdp)",
     )
     if not c.data.name.startswith(USER_DATASET_PREFIX):
         _check_choice(c.data.name, "data.name", DATASET_NAMES + ("user:NAME",))

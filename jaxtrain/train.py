@@ -216,7 +216,7 @@ def train_and_evaluate(
         timeout_s=d.timeout_s,
     )
     mesh = sharding.create_mesh(c.num_devices, tuple(c.mesh.shape))
-    validate_config(c, mesh.size)
+    validate_config(c, sharding.num_batch_shards(mesh))
     enable_compilation_cache(None if c.compile_cache_dir == "auto" else c.compile_cache_dir)
     opts = data_options(c)
     info = data_lib.get_dataset_info(opts)

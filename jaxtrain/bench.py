@@ -1,0 +1,399 @@
+"""Benchmark runner: throughput, MFU, memory and framework overhead of a config's real train path.
+
+`run_benchmark` runs `train_and_evaluate` itself (nothing is copied from the loop) and reads
+its perf/ records: the first log interval (compilation, warm-up) is dropped, the rest are timed.
+Beside it, in the same process and on the same devices, a minimal hand-written `jax.jit` loop runs
+the same model, batch, loss and AdamW from batches in RAM: jaxtrain / hand is the overhead.
+
+FLOPs/step: XLA's count of the compiled step, which counts what runs (rematerialisation in, the
+causal kernel's skipped blocks out); for transformers also 6 N T + attention. Peak: datasheet on
+GPU/TPU, a matmul probe on CPU. Memory: device.memory_stats() peak on GPU/TPU; on CPU XLA's buffer
+assignment of the compiled step (arguments + outputs - donated aliases + temporaries).
+"""
+
+import datetime
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import statistics
+import tempfile
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from jaxtrain import data as data_lib
+from jaxtrain import estimate, models, sharding
+from jaxtrain import flops as flops_lib
+from jaxtrain.build import model_settings
+from jaxtrain.config import ConfigError, validate_config
+from jaxtrain.data.loader import DatasetInfo
+from jaxtrain.train import data_options, train_and_evaluate
+from jaxtrain.writers import read_metrics
+
+CPU_PROBE_SIZE = 1024
+CPU_PROBE_REPEATS = 10
+PRELOADED_BATCHES = 32  # cycled by the hand loop; distinct enough that caching cannot flatter it
+HAND_WARMUP_STEPS = 10  # compiles on the first repeat; afterwards just settles the caches
+
+
+def benchmark_config(
+    config: ml_collections.ConfigDict, *, steps: int, warmup: int
+) -> tuple[ml_collections.ConfigDict, int]:
+    """The config set up for timing; returns it and the number of timed steps.
+
+    One log interval of `warmup` steps (compilation, dropped), then intervals of the same length
+    up to at least `steps` timed steps; one checkpoint save inside the timed part (its stall is
+    measured) and one at the end; validation only after the last interval; no compilation cache,
+    so the first interval holds a real compile. The learning-rate warm-up is clamped to fit the
+    short run (speed does not depend on it).
+    """
+    if steps < 1 or warmup < 1:
+        raise ConfigError(f"--steps and --warmup must be >= 1, got {steps} and {warmup}")
+    intervals = math.ceil(steps / warmup)
+    timed = intervals * warmup
+    c = config.copy_and_resolve_references()
+    with c.unlocked():
+        c.total_steps = warmup + timed
+        c.log_every = warmup
+        c.eval_every = c.total_steps
+        # A save lands in the middle interval; the next multiple is past the end.
+        c.checkpoint.every = warmup * (1 + math.ceil(intervals / 2)) if intervals > 1 else timed
+        c.early_stopping.patience = 0
+        c.compile_cache_dir = "off"
+        c.optimizer.warmup_steps = min(c.optimizer.warmup_steps, c.total_steps // 2)
+    return c, timed
+
+
+def summarize_intervals(records: list[dict[str, Any]], warmup: int) -> dict[str, float]:
+    """Aggregates the perf/ records of the log intervals after `warmup` (time-weighted)."""
+    prev, first = 0, None
+    steps = seconds = examples = wait = stall = tokens = 0.0
+    for r in sorted((r for r in records if "perf/steps_per_sec" in r), key=lambda r: r["step"]):
+        n, prev_step = r["step"] - prev, prev
+        prev = r["step"]
+        if prev_step < warmup:
+            first = r.get("perf/first_interval_s", n / r["perf/steps_per_sec"])
+            continue
+        dt = n / r["perf/steps_per_sec"]
+        steps, seconds = steps + n, seconds + dt
+        examples += r["perf/examples_per_sec"] * dt
+        wait += r["perf/data_wait_fraction"] * dt
+        stall += r["perf/checkpoint_stall_s"]
+        tokens += r.get("perf/tokens_per_sec", 0.0) * dt
+    if steps == 0:
+        raise ValueError(f"no timed log interval after warm-up step {warmup} in the records")
+    out = {
+        "timed_steps": steps,
+        "timed_seconds": seconds,
+        "steps_per_sec": steps / seconds,
+        "examples_per_sec": examples / seconds,
+        # The loop's own speed without checkpoint I/O, which the hand loop does not do.
+        "steps_per_sec_excl_checkpoint": steps / (seconds - stall),
+        "data_wait_fraction": wait / seconds,
+        "checkpoint_stall_s": stall,
+        "first_interval_s": first if first is not None else math.nan,
+    }
+    if tokens:
+        out["tokens_per_sec"] = tokens / seconds
+    return out
+
+
+def _time_jaxtrain(c: ml_collections.ConfigDict, workdir: str, warmup: int) -> dict[str, float]:
+    train_and_evaluate(c, workdir, progress=False)
+    return summarize_intervals(read_metrics(workdir), warmup)
+
+
+def device_memory(device: jax.Device) -> dict[str, Any] | None:
+    """The allocator's peak on GPU/TPU; None where the backend reports none (CPU)."""
+    stats = device.memory_stats()
+    if not stats or "peak_bytes_in_use" not in stats:
+        return None
+    return {
+        "bytes": int(stats["peak_bytes_in_use"]),
+        "source": "device.memory_stats() peak_bytes_in_use (the process, through the first run)",
+    }
+
+
+def compiled_memory(compiled: Any) -> dict[str, Any]:
+    """XLA's buffer assignment of the compiled step, per device."""
+    m = compiled.memory_analysis()
+    parts = {
+        "argument_bytes": int(m.argument_size_in_bytes),
+        "output_bytes": int(m.output_size_in_bytes),
+        "alias_bytes": int(m.alias_size_in_bytes),
+        "temp_bytes": int(m.temp_size_in_bytes),
+    }
+    total = parts["argument_bytes"] + parts["output_bytes"] - parts["alias_bytes"]
+    return {
+        "bytes": total + parts["temp_bytes"],
+        "source": "compiled step memory_analysis(): arguments + outputs - donated aliases "
+        "+ temporaries",
+        **parts,
+    }
+
+
+def _peak(hardware: str, compute_dtype: str) -> tuple[float, str]:
+    if hardware == "cpu":
+        peak = flops_lib.measure_cpu_peak_flops(compute_dtype, CPU_PROBE_SIZE, CPU_PROBE_REPEATS)
+        return peak, f"measured: best of {CPU_PROBE_REPEATS} jitted {CPU_PROBE_SIZE}^3 matmuls"
+    dtype = flops_lib.matmul_dtype(hardware, compute_dtype)
+    return flops_lib.peak_flops(hardware, dtype), f"datasheet: {hardware} {dtype} dense"
+
+
+# --- the hand-written control ----------------------------------------------------------------
+# Written against nnx/optax/jax directly, not through jaxtrain's step, state or optimizer
+# factory: the same model (jaxtrain.models is the model, not the framework), AdamW with the
+# same hyperparameters and schedule, the same masked cross-entropy, one donated jax.jit step.
+
+
+def _hand_optimizer(c: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    o = c.optimizer
+    unsupported = {
+        "optimizer.name": o.name != "adamw",
+        "optimizer.schedule": o.schedule not in ("cosine", "warmup_cosine"),
+        "optimizer.grad_accum_steps": o.grad_accum_steps != 1,
+        "loss.class_weighting": c.loss.class_weighting != "none",
+    }
+    for field, bad in unsupported.items():
+        if bad:
+            raise ConfigError(f"config.{field}: the hand-written loop only does AdamW (+ clip)")
+    # decay_steps counts the warm-up too: jaxtrain's warm-up + cosine over the rest.
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, o.learning_rate, o.warmup_steps, c.total_steps, o.learning_rate * o.end_lr_factor
+    )
+    adamw = optax.adamw(
+        schedule,
+        b1=o.b1,
+        b2=o.b2,
+        eps=o.eps,
+        weight_decay=o.weight_decay,
+        mask=lambda params: jax.tree.map(lambda p: p.ndim > 1, params),  # kernels only
+    )
+    return optax.chain(optax.clip_by_global_norm(o.clip_norm), adamw) if o.clip_norm else adamw
+
+
+def make_hand_loop(c: ml_collections.ConfigDict, info: DatasetInfo, mesh):
+    """((init, step), "") or (None, why not). init() -> carry; step(carry, batch) -> (carry,
+    loss); batches are split over `mesh` like jaxtrain's, the carry is replicated."""
+    if mesh.size != sharding.num_batch_shards(mesh) or c.num_seeds != 1:
+        return None, "the hand loop trains one model data-parallel (no fsdp/tensor/num_seeds)"
+    try:
+        tx = _hand_optimizer(c)
+    except ConfigError as e:
+        return None, str(e)
+    create = models.model_factory(model_settings(c, info))
+    graphdef, _, _ = nnx.split(nnx.eval_shape(lambda: create(nnx.Rngs(0))), nnx.Param, ...)
+    seed, smoothing = c.seed, c.loss.label_smoothing
+
+    def init():
+        _, params, rest = nnx.split(create(nnx.Rngs(seed)), nnx.Param, ...)
+        return params, rest, tx.init(params), jnp.zeros((), jnp.int32)
+
+    def step(carry, batch):
+        params, rest, opt_state, i = carry
+        dropout_key = jax.random.fold_in(jax.random.key(seed), i)
+        labels, mask = batch["labels"], batch["mask"]
+
+        def loss_fn(p):
+            model = nnx.merge(graphdef, p, rest, copy=True)
+            logits = model(batch["inputs"], train=True, dropout_key=dropout_key)
+            logits = logits.astype(jnp.float32)
+            if smoothing > 0:
+                targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing)
+                losses = optax.softmax_cross_entropy(logits, targets)
+            else:
+                losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+            loss = jnp.sum(losses * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+            return loss, nnx.state(model, nnx.Not(nnx.Param))  # e.g. new batchnorm statistics
+
+        (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), rest, opt_state, i + 1), loss
+
+    replicated = sharding.replicated(mesh)
+    jit_step = jax.jit(
+        step,
+        in_shardings=(replicated, sharding.batch_sharding(mesh)),
+        out_shardings=(replicated, replicated),
+        donate_argnums=(0,),
+    )
+    return (jax.jit(init, out_shardings=replicated), jit_step), ""
+
+
+def preload_batches(c: ml_collections.ConfigDict, info: DatasetInfo) -> list[dict[str, Any]]:
+    """The first PRELOADED_BATCHES batches of jaxtrain's own train iterator, held in RAM."""
+    it = data_lib.create_train_iterator(
+        data_options(c), global_batch_size=c.batch_size, num_classes=info.num_classes
+    )
+    return [next(it) for _ in range(PRELOADED_BATCHES)]
+
+
+def time_hand_loop(init, step, batches: list, steps: int, mesh) -> float:
+    """Steps/s of `steps` steps after a warm-up, until the last result is ready."""
+    data_sharding = sharding.batch_sharding(mesh)
+    carry = init()
+    for i in range(HAND_WARMUP_STEPS + steps):
+        if i == HAND_WARMUP_STEPS:
+            jax.block_until_ready(carry)
+            start = time.perf_counter()
+        carry, loss = step(carry, jax.device_put(batches[i % len(batches)], data_sharding))
+    jax.block_until_ready(carry)
+    seconds = time.perf_counter() - start
+    if not np.isfinite(float(loss)):
+        raise FloatingPointError("the hand-written loop diverged; its timing would be meaningless")
+    return steps / seconds
+
+
+def run_benchmark(
+    config: ml_collections.ConfigDict,
+    *,
+    steps: int,
+    warmup: int,
+    out_json: str | None = None,
+    repeats: int = 1,
+) -> dict[str, Any]:
+    """Benchmarks the config's real train path (see the module docstring); returns the results
+    and writes them to `out_json` if given. Repeats alternate jaxtrain/hand order; medians."""
+    c, timed = benchmark_config(config, steps=steps, warmup=warmup)
+    mesh = sharding.create_mesh(c.num_devices, tuple(c.mesh.shape))
+    validate_config(c, sharding.num_batch_shards(mesh))
+    info = estimate.dataset_info(c)
+    hand, hand_skipped = make_hand_loop(c, info, mesh)
+    batches = preload_batches(c, info) if hand else []
+    runs: dict[str, list] = {"jaxtrain": [], "hand": []}
+    memory = None
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+        for r in range(repeats):
+            for side in ("jaxtrain", "hand") if r % 2 == 0 else ("hand", "jaxtrain"):
+                if side == "jaxtrain":
+                    runs[side].append(_time_jaxtrain(c, os.path.join(tmp, f"run{r}"), warmup))
+                    # The allocator's peak, before the hand loop adds its own allocations.
+                    memory = memory or device_memory(mesh.devices.flat[0])
+                elif hand:
+                    runs[side].append(time_hand_loop(*hand, batches, timed, mesh))
+    med = {k: statistics.median(x[k] for x in runs["jaxtrain"]) for k in runs["jaxtrain"][0]}
+    step = estimate.compile_train_step(c, mesh, info)  # the cache is off: a cold compile
+    result: dict[str, Any] = {
+        "config": {"model": c.model.name, "data": c.data.name, "batch_size": c.batch_size},
+        "warmup_steps": warmup,
+        "timed_steps": timed,
+        "repeats": repeats,
+        "jaxtrain": med,
+        "jaxtrain_repeats": runs["jaxtrain"],
+        "compile_s": step.compile_seconds,
+        "num_params": step.num_params,
+        "flops": _flops_summary(c, info, mesh, step, med["steps_per_sec"]),
+        "memory": memory or compiled_memory(step.compiled),
+        "device": {
+            "hardware": flops_lib.detect_hardware(mesh.devices.flat[0]),
+            "device_kind": mesh.devices.flat[0].device_kind,
+            "num_devices": mesh.size,
+        },
+        "hand": {"skipped": hand_skipped},
+        "environment": _environment(),
+    }
+    if hand:
+        result["hand"] = {"steps_per_sec": statistics.median(runs["hand"]), "repeats": runs["hand"]}
+        hand_sps = result["hand"]["steps_per_sec"]
+        result["ratio_jaxtrain_over_hand"] = med["steps_per_sec_excl_checkpoint"] / hand_sps
+    if out_json:
+        with open(out_json, "w") as fh:
+            json.dump(result, fh, indent=2)
+    return result
+
+
+def _flops_summary(c, info, mesh, step: estimate.CompiledStep, steps_per_sec: float) -> dict:
+    """FLOPs per step (XLA, and analytic for transformers), the peak, and MFU from each."""
+    if c.optimizer.grad_accum_steps == 1:  # the program count_step_flops would compile
+        xla = flops_lib.compiled_flops(step.compiled) * mesh.size
+        lower_bound = flops_lib.has_matmul_loop(step.compiled)
+    else:
+        xla, lower_bound = estimate.count_step_flops(c, info, mesh)
+    compute_dtype = estimate.compute_dtype(c)
+    peak, peak_source = _peak(flops_lib.detect_hardware(mesh.devices.flat[0]), compute_dtype)
+    out = {
+        "xla_per_step": xla,
+        "xla_is_lower_bound": lower_bound,
+        "analytic_per_step": estimate.analytic_step_flops(c, info),
+        "peak_flops_per_device": peak,
+        "peak_source": peak_source,
+        "compute_dtype": compute_dtype,
+        "mfu_xla": flops_lib.mfu(xla, steps_per_sec, peak, mesh.size),
+    }
+    if out["analytic_per_step"]:
+        analytic = out["analytic_per_step"]
+        out["mfu_analytic"] = flops_lib.mfu(analytic, steps_per_sec, peak, mesh.size)
+    return out
+
+
+def _environment() -> dict[str, Any]:
+    versions = {p: importlib.metadata.version(p) for p in ("jax", "jaxlib", "flax", "optax")}
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M")
+    return {
+        "versions": versions | {"python": platform.python_version()},
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "utc": now,
+    }
+
+
+def format_benchmark(r: dict[str, Any]) -> str:
+    """A markdown table of the headline numbers."""
+    j, f, m, d = r["jaxtrain"], r["flops"], r["memory"], r["device"]
+    rows = [
+        ("device", f"{d['num_devices']} x {d['device_kind']} ({d['hardware']})"),
+        ("timed steps (after warm-up)", f"{r['timed_steps']} (warm-up {r['warmup_steps']})"),
+        ("steps/s", f"{j['steps_per_sec']:.3f}"),
+        ("examples/s", f"{j['examples_per_sec']:,.1f}"),
+    ]
+    if "tokens_per_sec" in j:
+        rows.append(("tokens/s", f"{j['tokens_per_sec']:,.0f}"))
+    bound = " (lower bound: scan)" if f["xla_is_lower_bound"] else ""
+    rows += [
+        ("compile (train step, cold)", f"{r['compile_s']:.2f} s"),
+        ("first interval (compile + warm-up)", f"{j['first_interval_s']:.2f} s"),
+        ("params", f"{r['num_params']:,}"),
+        ("FLOPs/step (XLA)", f"{f['xla_per_step']:.4g}{bound}"),
+        ("peak FLOP/s per device", f"{f['peak_flops_per_device']:.4g} ({f['peak_source']})"),
+        ("MFU (XLA FLOPs)", f"{f['mfu_xla']:.2%}"),
+    ]
+    if f["analytic_per_step"]:
+        rows.append(("FLOPs/step (6NT + attention)", f"{f['analytic_per_step']:.4g}"))
+        rows.append(("MFU (analytic)", f"{f['mfu_analytic']:.2%}"))
+    rows += [
+        ("peak memory", f"{m['bytes'] / 2**20:,.1f} MiB ({m['source']})"),
+        ("data-wait fraction", f"{j['data_wait_fraction']:.2%}"),
+        ("checkpoint stall (1 async save)", f"{j['checkpoint_stall_s']:.3f} s"),
+    ]
+    if "ratio_jaxtrain_over_hand" in r:
+        rows.append(("hand-written jit loop steps/s", f"{r['hand']['steps_per_sec']:.3f}"))
+        rows.append(("jaxtrain / hand (excl. checkpoint)", f"{r['ratio_jaxtrain_over_hand']:.3f}"))
+    else:
+        rows.append(("hand-written jit loop", f"skipped: {r['hand']['skipped']}"))
+    lines = ["| measure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+    return "\n".join(lines)
+
+
+def bench_main(
+    config: ml_collections.ConfigDict,
+    steps: int = 200,
+    warmup: int = 20,
+    out: str = "",
+    repeats: int = 1,
+) -> dict[str, Any]:
+    """`python -m jaxtrain bench`: runs, prints the table, writes JSON to `out` if given."""
+    result = run_benchmark(
+        config, steps=steps, warmup=warmup, out_json=out or None, repeats=repeats
+    )
+    print(format_benchmark(result))
+    if out:
+        print(f"wrote {out}")
+    return result
