@@ -2,7 +2,9 @@
 
 Command:  python -m jaxtrain train --config experiments/mr_scratch.py --workdir runs/mr_scratch
 Hardware: 2 CPU cores (x86_64), jax 0.10.2, float32.
-Result:   to be measured (README has the number).
+Result:   test accuracy 0.7496 (macro F1 0.741, validation 0.758) after 480 steps in 1539 s of
+          training on a shared 2-core CPU, measured 2026-11-23; the pretrained fine-tune
+          (mr_minilm_finetune.py) reaches 0.8261 with the same steps: +7.7 points.
 
 Identical to mr_minilm_finetune.py (data, tokenizer, architecture, steps) except that no weights
 are imported and the learning rate suits training from scratch.
