@@ -153,7 +153,6 @@ def _tokens_per_example(info: DatasetInfo) -> int:
 
 
 def _log_train(writer, bar, step, total, steps, perf, seeds) -> dict[str, float]:
-    total = jax.device_get(total)
     members = ensemble.split_members(total, len(seeds)) if len(seeds) > 1 else [total]
     per_member = []
     for seed, t in zip(seeds, members, strict=True):
@@ -303,7 +302,9 @@ def train_and_evaluate(
         done = step + 1
         if done % c.log_every == 0 or done == c.total_steps:
             # The only host sync of the loop: fetching the summed metrics.
-            scalars = _log_train(writer, bar, done, pending, since, timer.lap(since), seeds)
+            # Fetch before timing, so the interval ends when its steps have finished running.
+            totals = jax.device_get(pending)
+            scalars = _log_train(writer, bar, done, totals, since, timer.lap(since), seeds)
             final.update(scalars)
             pending = zero_pending
             since = 0

@@ -1,0 +1,238 @@
+"""jaxtrain vs PyTorch, same model, same batches, same optimizer: train steps/s in one process.
+
+    python benchmarks/peers/compare.py [--models cnn,gpt] [--repeats 5] [--cnn_steps 30]
+        [--gpt_steps 4] [--gpt_config FILE] [--out FILE.json]
+
+jaxtrain side: the real build path, `create_state_and_steps` (the donated, sharded, jitted step
+`train_and_evaluate` runs) fed through `sharding.make_global_batch` as the loop feeds it.
+PyTorch side: the eager peer in benchmarks/peers/ (parameter counts asserted equal), the usual
+zero_grad/backward/step. Both train on the same batches, read once from jaxtrain's own train
+iterator into RAM, so neither pays for input. Neither side's first steps (compilation,
+allocator warm-up) are timed.
+
+Threads: torch.set_num_threads(THREADS); XLA's CPU client sizes its pool to the schedulable
+cores, so the script refuses to run unless that is THREADS too. Repeats alternate the order
+(jaxtrain first, then torch first, ...) so drift on a shared machine hits both; medians.
+
+OMP_WAIT_POLICY defaults to PASSIVE here: PyTorch's OpenMP workers otherwise spin while they wait,
+and on cores shared with other work that spinning cost torch up to 5x in our runs (CNN: 1.17
+vs 5.8 steps/s in back-to-back runs). Export OMP_WAIT_POLICY=ACTIVE to see the default.
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+# Read once when libgomp loads, i.e. must precede `import torch` (see the module docstring).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from benchmarks.peers import torch_cnn, torch_gpt  # noqa: E402
+from jaxtrain import estimate, sharding  # noqa: E402
+from jaxtrain.build import create_state_and_steps  # noqa: E402
+from jaxtrain.config import get_config  # noqa: E402
+from jaxtrain.data import create_train_iterator  # noqa: E402
+from jaxtrain.train import data_options  # noqa: E402
+
+THREADS = 2
+NUM_BATCHES = 16  # cycled by both sides
+WARMUP_STEPS = 3
+
+
+def load_experiment(path: str):
+    spec = importlib.util.spec_from_file_location("experiment", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def gpt_config():
+    """Char-level Shakespeare GPT: 6 layers, d_model 256, 4 heads, d_ff 1024, seq 256, batch 16,
+    float32, AdamW; tied embeddings, learned positions."""
+    c = get_config()
+    c.batch_size = 16
+    c.total_steps = 5000
+    c.data.name, c.data.tokenizer, c.data.seq_len = "shakespeare", "shakespeare_char", 256
+    m = c.model
+    m.name, m.num_layers, m.d_model, m.num_heads, m.d_ff, m.max_len = "gpt", 6, 256, 4, 1024, 256
+    m.positions, m.tie_embeddings, m.compute_dtype, m.dropout = "learned", True, "float32", 0.1
+    o = c.optimizer
+    o.name, o.learning_rate, o.weight_decay, o.warmup_steps, o.b2 = "adamw", 1e-3, 0.1, 100, 0.99
+    return c
+
+
+def jaxtrain_side(c, info, batches):
+    """run(n) -> seconds for n steps of the real compiled step; also the parameter count."""
+    mesh = sharding.create_mesh(1)
+    state, train_fn, _ = create_state_and_steps(c, mesh, info)
+    data_sharding = sharding.batch_sharding(mesh)
+    holder = {"state": state, "i": 0}
+
+    def run(n: int) -> tuple[float, float]:
+        start = time.perf_counter()
+        for _ in range(n):
+            batch = sharding.make_global_batch(batches[holder["i"] % len(batches)], data_sharding)
+            holder["state"], metrics = train_fn(holder["state"], batch)
+            holder["i"] += 1
+        jax.block_until_ready(holder["state"])
+        return time.perf_counter() - start, float(metrics["loss"])
+
+    return run, sum(x.size for x in jax.tree.leaves(state.params))
+
+
+def torch_side(c, info, batches):
+    """run(n) -> seconds for n eager PyTorch steps of the peer; also its parameter count."""
+    torch.manual_seed(c.seed)
+    m, o = c.model, c.optimizer
+    if m.name == "cnn":
+        model = torch_cnn.TorchCNN(
+            in_shape=tuple(info.input_shape),
+            features=tuple(m.features),
+            convs_per_stage=m.convs_per_stage,
+            hidden=m.hidden,
+            num_classes=info.num_classes,
+            dropout=m.dropout,
+        )
+    elif m.name == "gpt":
+        model = torch_gpt.TorchGPT(
+            vocab_size=m.vocab_size or info.vocab_size,
+            max_len=m.max_len,
+            num_layers=m.num_layers,
+            d_model=m.d_model,
+            num_heads=m.num_heads,
+            d_ff=m.d_ff,
+            dropout=m.dropout,
+        )
+    else:
+        raise ValueError(f"no PyTorch peer for model {m.name!r}; valid: cnn, gpt")
+    opt, schedule = torch_cnn.adamw_with_schedule(
+        model,
+        learning_rate=o.learning_rate,
+        weight_decay=o.weight_decay,
+        b1=o.b1,
+        b2=o.b2,
+        eps=o.eps,
+        warmup_steps=o.warmup_steps,
+        total_steps=c.total_steps,
+        end_lr_factor=o.end_lr_factor,
+    )
+    if m.name == "cnn":
+        step = torch_cnn.make_train_step(
+            model, opt, schedule, label_smoothing=c.loss.label_smoothing
+        )
+    else:
+        step = torch_gpt.make_train_step(model, opt, schedule)
+    tensors = [torch_cnn.to_torch(b) for b in batches]
+    holder = {"i": 0}
+
+    def run(n: int) -> tuple[float, float]:
+        start = time.perf_counter()
+        for _ in range(n):
+            loss = step(tensors[holder["i"] % len(tensors)])
+            holder["i"] += 1
+        return time.perf_counter() - start, float(loss)
+
+    return run, torch_cnn.count_params(model)
+
+
+def compare_model(name: str, c, steps: int, repeats: int) -> dict:
+    info = estimate.dataset_info(c)
+    it = create_train_iterator(
+        data_options(c), global_batch_size=c.batch_size, num_classes=info.num_classes
+    )
+    batches = [next(it) for _ in range(NUM_BATCHES)]
+    runs = {"jaxtrain": jaxtrain_side(c, info, batches), "torch": torch_side(c, info, batches)}
+    params = {side: int(n) for side, (_, n) in runs.items()}
+    if params["jaxtrain"] != params["torch"]:
+        raise AssertionError(
+            f"{name}: parameter counts differ: {params}; the peer is not the model"
+        )
+    first_loss = {side: run(WARMUP_STEPS)[1] for side, (run, _) in runs.items()}
+    sps: dict[str, list[float]] = {"jaxtrain": [], "torch": []}
+    for r in range(repeats):
+        for side in ("jaxtrain", "torch") if r % 2 == 0 else ("torch", "jaxtrain"):
+            seconds, loss = runs[side][0](steps)
+            if not np.isfinite(loss):
+                raise FloatingPointError(f"{name} {side}: loss {loss}")
+            sps[side].append(steps / seconds)
+            print(
+                f"{name} repeat {r + 1}/{repeats} {side}: {steps / seconds:.3f} steps/s", flush=True
+            )
+    med = {side: statistics.median(v) for side, v in sps.items()}
+    return {
+        "model": name,
+        "batch_size": c.batch_size,
+        "seq_len": c.data.seq_len if name == "gpt" else None,
+        "params": params["jaxtrain"],
+        "steps_per_repeat": steps,
+        "steps_per_sec": sps,
+        "median_steps_per_sec": med,
+        "ratio_jaxtrain_over_torch": med["jaxtrain"] / med["torch"],
+        "paired_ratios": [a / b for a, b in zip(sps["jaxtrain"], sps["torch"], strict=True)],
+        "loss_after_warmup": first_loss,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="cnn,gpt")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--cnn_config", default="experiments/fashion_mnist_cnn.py")
+    parser.add_argument("--gpt_config", default="", help="experiment file; default: built in")
+    parser.add_argument("--cnn_steps", type=int, default=30)
+    parser.add_argument("--gpt_steps", type=int, default=4)
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+    cores = len(os.sched_getaffinity(0))
+    if cores != THREADS:
+        raise SystemExit(f"XLA would use {cores} threads, torch {THREADS}: run on {THREADS} cores")
+    torch.set_num_threads(THREADS)
+    configs = {
+        "cnn": (load_experiment(args.cnn_config), args.cnn_steps),
+        "gpt": (
+            load_experiment(args.gpt_config) if args.gpt_config else gpt_config(),
+            args.gpt_steps,
+        ),
+    }
+    results = []
+    for name in args.models.split(","):
+        if name not in configs:
+            raise SystemExit(f"--models: unknown {name!r}; valid: {', '.join(configs)}")
+        config, steps = configs[name]
+        results.append(compare_model(name, config, steps, args.repeats))
+    print("\n| model | params | batch | jaxtrain steps/s | torch steps/s | jaxtrain / torch |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        med = r["median_steps_per_sec"]
+        print(
+            f"| {r['model']} | {r['params']:,} | {r['batch_size']} | {med['jaxtrain']:.3f} | "
+            f"{med['torch']:.3f} | **{r['ratio_jaxtrain_over_torch']:.2f}x** |"
+        )
+    env = {
+        "threads": THREADS,
+        "jax": jax.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "load_average_1_5_15min": os.getloadavg(),  # other work sharing the cores
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
+    }
+    print(f"\n{env}")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"results": results, "environment": env}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
