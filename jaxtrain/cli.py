@@ -120,7 +120,8 @@ def _config():
 def _need(**values) -> None:
     missing = [f"--{k}" for k, v in values.items() if v in (None, "")]
     if missing:
-        _fail(f"missing {', '.join(missing)}\n{USAGE}")
+        verb = "is" if len(missing) == 1 else "are"
+        _fail(f"{' and '.join(missing)} {verb} required\n{USAGE}")
 
 
 def _data_dir() -> str:

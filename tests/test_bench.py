@@ -165,6 +165,7 @@ def test_hand_loop_refuses_what_it_does_not_implement():
 # --- end to end ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_run_benchmark_end_to_end(tmp_path, capsys):
     out = tmp_path / "bench.json"
     c = _mlp_config()

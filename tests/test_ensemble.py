@@ -58,6 +58,7 @@ def test_each_member_equals_its_seed_trained_alone(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_member_run_resumes_from_its_checkpoint(tmp_path):
     full = train_and_evaluate(_config(num_seeds=2), str(tmp_path / "a"), progress=False)
     # The same run, cut back to its step-4 checkpoint (member iterators' states included).
