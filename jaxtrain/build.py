@@ -142,7 +142,7 @@ def create_state_and_steps(
     sharding.check_batch_size(c.batch_size, mesh, grad_accum_steps=accum)
     sharding.check_batch_size(c.eval_batch_size, mesh, field="eval_batch_size")
     if c.num_seeds == 1:
-        init = functools.partial(init_train_state, create, tx, c.seed)
+        init = functools.partial(init_train_state, create, tx, c.seed, rng_impl=c.dropout_rng)
         abstract = jax.eval_shape(init)
         # Params, and optimizer state mirroring them, are sharded by config.mesh.rules
         # (FSDP/TP); every sharded dimension's divisibility is checked here, before compiling.
@@ -151,7 +151,9 @@ def create_state_and_steps(
         # K members: states stacked on a leading axis, replicated (validate_config allows only
         # data-parallel meshes here); each member is initialized exactly as its seed alone.
         seeds = ensemble.member_seeds(c.seed, c.num_seeds)
-        init = ensemble.stacked_init(functools.partial(init_train_state, create, tx), seeds)
+        init = ensemble.stacked_init(
+            functools.partial(init_train_state, create, tx, rng_impl=c.dropout_rng), seeds
+        )
         abstract = jax.eval_shape(init)
         state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
     state = jax.jit(init, out_shardings=state_sharding)()
@@ -167,6 +169,7 @@ def create_state_and_steps(
         grad_accum_steps=c.optimizer.grad_accum_steps,
         class_weights=tuple(class_weights),
         param_compute_sharding=partitioning.compute_shardings(state_sharding.params, mesh),
+        rng_impl=c.dropout_rng,
     )
     data_sharding = sharding.batch_sharding(mesh)
     metrics_sharding = sharding.replicated(mesh)

@@ -23,7 +23,9 @@ from jaxtrain.errors import CheckpointError
 FORMAT_VERSION = 1
 # Config fields that decide the shapes in the state; a checkpoint whose values differ cannot be
 # restored into this run.
-STATE_DEFINING_FIELDS = ("model", "optimizer.name", "data.name")
+STATE_DEFINING_FIELDS = ("model", "optimizer.name", "data.name", "dropout_rng")
+# Value of a state-defining field in configs saved before the field existed.
+_FIELD_DEFAULTS = {"dropout_rng": "threefry2x32"}
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +210,8 @@ def check_compatible(saved: dict, current: dict, where: str) -> None:
     """Raises CheckpointError naming each state-defining field that differs."""
     diffs = []
     for field in STATE_DEFINING_FIELDS:
-        a, b = _lookup(saved, field), _lookup(current, field)
+        a, b = (_lookup(cfg, field) for cfg in (saved, current))
+        a, b = (_FIELD_DEFAULTS.get(field) if v is None else v for v in (a, b))
         if isinstance(a, dict) and isinstance(b, dict):
             diffs += [
                 f"{field}.{k}: checkpoint {a.get(k)!r} vs config {b.get(k)!r}"

@@ -22,6 +22,7 @@ POOLING_NAMES = ("mean", "cls")
 PRETRAINED_NAMES = ("", "minilm")
 CLASS_WEIGHTING_NAMES = ("none", "balanced", "given")
 SAMPLING_NAMES = ("uniform", "balanced")
+DROPOUT_RNG_NAMES = ("threefry2x32", "rbg", "unsafe_rbg")
 
 
 class ConfigError(ValueError):
@@ -44,6 +45,12 @@ def get_config() -> ml_collections.ConfigDict:
     # Persistent XLA compilation cache: "auto" ($JAXTRAIN_COMPILE_CACHE or
     # ~/.cache/jaxtrain/xla), a directory, or "off".
     c.compile_cache_dir = "auto"
+    # PRNG for dropout: "threefry2x32" (JAX's default; the same bits on any mesh, process count
+    # and XLA version) or "rbg"/"unsafe_rbg" (XLA's RngBitGenerator, meant to be cheaper per bit on
+    # accelerators; its stream may change with the sharding or the XLA version). Param init
+    # always uses threefry. Measured on 2 CPU cores: no faster for the dropout-0.1 GPT step
+    # (benchmarks/RESULTS.md); there all of dropout costs ~10% of the step.
+    c.dropout_rng = "threefry2x32"
 
     c.mesh = ml_collections.ConfigDict()
     # Device mesh axes (data, fsdp, tensor); -1 means "the remaining devices" (at most one -1).
@@ -167,6 +174,7 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
         _check(c[field] > 0, field, f"must be > 0, got {c[field]}")
     _check(c.num_devices == -1 or c.num_devices > 0, "num_devices", "must be -1 (all) or > 0")
     _check(c.num_seeds >= 1, "num_seeds", f"must be >= 1, got {c.num_seeds}")
+    _check_choice(c.dropout_rng, "dropout_rng", DROPOUT_RNG_NAMES)
     if c.num_seeds > 1:
         _check(
             tuple(c.mesh.shape)[1:] == (1, 1),

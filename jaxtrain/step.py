@@ -47,6 +47,8 @@ class StepSpec:
     # FSDP: where params sit while the forward/backward uses them (gathered over "fsdp", still
     # split over "tensor"); see _forward. None: leave the layout to XLA (no fsdp axis).
     param_compute_sharding: Any = None
+    # PRNG behind dropout (config.dropout_rng); state.rng holds this implementation's key words.
+    rng_impl: str = "threefry2x32"
 
 
 def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
@@ -55,10 +57,19 @@ def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
 
 
 def init_train_state(
-    create_model: Callable[[nnx.Rngs], nnx.Module], tx: optax.GradientTransformation, seed: int
+    create_model: Callable[[nnx.Rngs], nnx.Module],
+    tx: optax.GradientTransformation,
+    seed: int,
+    *,
+    rng_impl: str = "threefry2x32",
 ) -> TrainState:
-    """Builds the state from a seed. Meant to run under jit with out_shardings."""
+    """Builds the state from a seed. Meant to run under jit with out_shardings.
+
+    Params are always initialized from a threefry key, so `rng_impl` (the dropout PRNG) never
+    changes the initial weights; only the dropout stream is drawn from `rng_impl`."""
     init_key, run_key = jax.random.split(jax.random.key(seed))
+    if rng_impl != "threefry2x32":
+        run_key = jax.random.key(jax.random.bits(run_key, (), jnp.uint32), impl=rng_impl)
     _, params, model_state = split_model(create_model(nnx.Rngs(params=init_key)))
     return TrainState(
         step=jnp.zeros((), jnp.int32),
@@ -124,7 +135,7 @@ def _split_micro(batch: Batch, num_micro: int) -> Batch:
 
 def train_step(spec: StepSpec, state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
     """One optimizer update on a global batch; pure. Returns (new state, flat scalar metrics)."""
-    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng, impl=spec.rng_impl), state.step)
     num_micro = spec.grad_accum_steps
     if num_micro == 1:
         grads, model_state, loss, correct = _micro_grads(
@@ -181,7 +192,7 @@ def eval_step(spec: StepSpec, state: TrainState, batch: Batch) -> dict[str, jax.
         state.model_state,
         batch["inputs"],
         train=False,
-        dropout_key=jax.random.wrap_key_data(state.rng),
+        dropout_key=jax.random.wrap_key_data(state.rng, impl=spec.rng_impl),
     )
     labels, mask = batch["labels"], batch["mask"]
     losses = cross_entropy(logits, labels, label_smoothing=0.0)

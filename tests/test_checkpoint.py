@@ -201,6 +201,12 @@ def test_check_compatible_names_fields():
     current = get_config().to_dict()
     current["total_steps"] = 5  # not state-defining: resuming with a longer run is allowed
     check_compatible(saved, current, "here")
+    current = get_config().to_dict()
+    current["dropout_rng"] = "rbg"  # the state's rng words are a different key type
+    with pytest.raises(CheckpointError, match=r"dropout_rng: checkpoint 'threefry2x32' vs"):
+        check_compatible(saved, current, "here")
+    del saved["dropout_rng"]  # a run saved before the field existed used threefry
+    check_compatible(saved, get_config().to_dict(), "here")
 
 
 @pytest.mark.parametrize("save_devices, restore_devices", [(8, 1), (1, 8)])

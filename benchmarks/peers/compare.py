@@ -1,6 +1,7 @@
 """jaxtrain vs PyTorch, same model, same batches, same optimizer: train steps/s in one process.
 
     python benchmarks/peers/compare.py [--models cnn,gpt] [--repeats 5] [--cnn_steps 30]
+        [--dropout_rngs threefry2x32,rbg]
         [--gpt_steps 4] [--gpt_config FILE] [--out FILE.json]
 
 jaxtrain side: the real build path, `create_state_and_steps` (the donated, sharded, jitted step
@@ -40,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from benchmarks.peers import torch_cnn, torch_gpt  # noqa: E402
 from jaxtrain import estimate, sharding  # noqa: E402
 from jaxtrain.build import create_state_and_steps  # noqa: E402
-from jaxtrain.config import get_config  # noqa: E402
+from jaxtrain.config import DROPOUT_RNG_NAMES, get_config  # noqa: E402
 from jaxtrain.data import create_train_iterator  # noqa: E402
 from jaxtrain.train import data_options  # noqa: E402
 
@@ -145,22 +146,30 @@ def torch_side(c, info, batches):
     return run, torch_cnn.count_params(model)
 
 
-def compare_model(name: str, c, steps: int, repeats: int) -> dict:
+def compare_model(name: str, c, steps: int, repeats: int, dropout_rngs: list[str]) -> dict:
+    """Interleaved repeats of torch and one jaxtrain side per dropout PRNG (config.dropout_rng;
+    the first one is the reported "jaxtrain" side, others are "jaxtrain[IMPL]")."""
     info = estimate.dataset_info(c)
     it = create_train_iterator(
         data_options(c), global_batch_size=c.batch_size, num_classes=info.num_classes
     )
     batches = [next(it) for _ in range(NUM_BATCHES)]
-    runs = {"jaxtrain": jaxtrain_side(c, info, batches), "torch": torch_side(c, info, batches)}
+    runs = {}
+    for i, impl in enumerate(dropout_rngs):
+        side = c.copy_and_resolve_references()
+        side.dropout_rng = impl
+        runs["jaxtrain" if i == 0 else f"jaxtrain[{impl}]"] = jaxtrain_side(side, info, batches)
+    runs["torch"] = torch_side(c, info, batches)
     params = {side: int(n) for side, (_, n) in runs.items()}
-    if params["jaxtrain"] != params["torch"]:
+    if len(set(params.values())) != 1:
         raise AssertionError(
             f"{name}: parameter counts differ: {params}; the peer is not the model"
         )
     first_loss = {side: run(WARMUP_STEPS)[1] for side, (run, _) in runs.items()}
-    sps: dict[str, list[float]] = {"jaxtrain": [], "torch": []}
+    sps: dict[str, list[float]] = {side: [] for side in runs}
     for r in range(repeats):
-        for side in ("jaxtrain", "torch") if r % 2 == 0 else ("torch", "jaxtrain"):
+        order = list(runs) if r % 2 == 0 else list(runs)[::-1]
+        for side in order:
             seconds, loss = runs[side][0](steps)
             if not np.isfinite(loss):
                 raise FloatingPointError(f"{name} {side}: loss {loss}")
@@ -169,15 +178,18 @@ def compare_model(name: str, c, steps: int, repeats: int) -> dict:
                 f"{name} repeat {r + 1}/{repeats} {side}: {steps / seconds:.3f} steps/s", flush=True
             )
     med = {side: statistics.median(v) for side, v in sps.items()}
+    ratios = {side: med[side] / med["torch"] for side in runs if side.startswith("jaxtrain")}
     return {
         "model": name,
         "batch_size": c.batch_size,
         "seq_len": c.data.seq_len if name == "gpt" else None,
-        "params": params["jaxtrain"],
+        "dropout": c.model.dropout,
+        "params": params["torch"],
         "steps_per_repeat": steps,
         "steps_per_sec": sps,
         "median_steps_per_sec": med,
-        "ratio_jaxtrain_over_torch": med["jaxtrain"] / med["torch"],
+        "ratio_jaxtrain_over_torch": ratios["jaxtrain"],
+        "ratios_over_torch": ratios,
         "paired_ratios": [a / b for a, b in zip(sps["jaxtrain"], sps["torch"], strict=True)],
         "loss_after_warmup": first_loss,
     }
@@ -191,6 +203,12 @@ def main() -> None:
     parser.add_argument("--gpt_config", default="", help="experiment file; default: built in")
     parser.add_argument("--cnn_steps", type=int, default=30)
     parser.add_argument("--gpt_steps", type=int, default=4)
+    parser.add_argument(
+        "--dropout_rngs",
+        default="threefry2x32",
+        help="comma list of config.dropout_rng values, one jaxtrain side each (e.g. "
+        "threefry2x32,rbg); the first is the headline jaxtrain side",
+    )
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
@@ -204,20 +222,25 @@ def main() -> None:
             args.gpt_steps,
         ),
     }
+    dropout_rngs = args.dropout_rngs.split(",")
+    for impl in dropout_rngs:
+        if impl not in DROPOUT_RNG_NAMES:
+            raise SystemExit(f"--dropout_rngs: unknown {impl!r}; valid: {DROPOUT_RNG_NAMES}")
     results = []
     for name in args.models.split(","):
         if name not in configs:
             raise SystemExit(f"--models: unknown {name!r}; valid: {', '.join(configs)}")
         config, steps = configs[name]
-        results.append(compare_model(name, config, steps, args.repeats))
-    print("\n| model | params | batch | jaxtrain steps/s | torch steps/s | jaxtrain / torch |")
-    print("|---|---|---|---|---|---|")
+        results.append(compare_model(name, config, steps, args.repeats, dropout_rngs))
+    print("\n| model | params | batch | side | steps/s | torch steps/s | side / torch |")
+    print("|---|---|---|---|---|---|---|")
     for r in results:
         med = r["median_steps_per_sec"]
-        print(
-            f"| {r['model']} | {r['params']:,} | {r['batch_size']} | {med['jaxtrain']:.3f} | "
-            f"{med['torch']:.3f} | **{r['ratio_jaxtrain_over_torch']:.2f}x** |"
-        )
+        for side, ratio in r["ratios_over_torch"].items():
+            print(
+                f"| {r['model']} | {r['params']:,} | {r['batch_size']} | {side} | "
+                f"{med[side]:.3f} | {med['torch']:.3f} | **{ratio:.2f}x** |"
+            )
     env = {
         "threads": THREADS,
         "jax": jax.__version__,
