@@ -7,12 +7,10 @@ Model:    ResNet-14: 3x3 stem, stages (16, 32, 64) x 2 BasicBlocks, global mean 
           params. Augmentation: zero-pad 2 then random 28x28 crop, random horizontal flip.
 Recipe:   SGD + Nesterov 0.9, peak lr 0.1 with 1 epoch warmup then cosine to 0, L2 5e-4 (not on
           biases/norm scales), label smoothing 0.1, batch 128, 7500 steps (~17.5 epochs of 55k).
-Speed:    measured on 2 CPU cores shared with ~7 other jobs (load ~7.5), 2026-11-23: a jitted
-          train step 0.85 steps/s (the demo CNN 1.49 steps/s there, ~8 alone); the real loop with
-          augmentation, 300 steps, 0.8-1.0 steps/s, validation accuracy 0.865 after those 300.
-          Scaled by the CNN's ratio: ~4.5-5 steps/s alone, ~25-28 min of training expected.
-          Wall time: to be measured.
-Result:   to be measured (test accuracy, wall time, date).
+Result:   test accuracy 0.9411 (macro F1 0.9410; validation 0.9442), measured 2026-11-23 on the
+          2-core VM: 7500 steps in 3653 s of training (2.3-2.6 steps/s; the cores were shared
+          for parts of the run with benchmarks, a 4-trial sweep and short tests). Validation
+          accuracy by step: 0.888 (1k), 0.894 (2k), 0.901 (3k), 0.923 (4k), 0.944 (7.5k).
 """
 
 from jaxtrain.config import get_config as base_config
