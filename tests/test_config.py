@@ -1,5 +1,8 @@
 """Config validation and the CLI's handling of bad configs."""
 
+import glob
+import importlib.util
+import os
 import subprocess
 import sys
 
@@ -12,6 +15,16 @@ REPO = __file__.rsplit("/tests/", 1)[0]
 
 def test_base_config_is_valid():
     validate_config(get_config(), num_devices=8)
+
+
+@pytest.mark.parametrize(
+    "path", sorted(glob.glob(os.path.join(REPO, "experiments", "*.py"))), ids=os.path.basename
+)
+def test_every_experiment_file_is_a_valid_config(path):
+    spec = importlib.util.spec_from_file_location("experiment", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    validate_config(module.get_config(), num_devices=1)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,27 @@
+"""The CPU character-level GPT of shakespeare_char_gpt_cpu.py, trained 3000 steps instead of 800.
+
+Command:  python -m jaxtrain train --config experiments/shakespeare_char_gpt_cpu_long.py \
+            --workdir runs/shk_cpu_long
+Hardware: 2 CPU cores (x86_64), jax 0.10.2, float32; 1.8M params; same model, data, tokenizer and
+          recipe as shakespeare_char_gpt_cpu.py, with the cosine schedule stretched to 3000 steps
+          (12.3M training characters, ~2.7 epochs). Aim: validation <= 1.6 nats/char on CPU.
+Result:   to be measured.
+"""
+
+import importlib.util
+import os
+
+
+def _cpu_config():
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shakespeare_char_gpt_cpu.py")
+    spec = importlib.util.spec_from_file_location("shakespeare_char_gpt_cpu", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def get_config():
+    c = _cpu_config()
+    c.total_steps = 3000
+    c.eval_every = 500
+    return c
