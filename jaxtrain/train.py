@@ -271,6 +271,9 @@ def train_and_evaluate(
         # Resuming this run's own checkpoint takes precedence over a warm start.
         carry["train_state"] = warm_start(state, c.init_from)
     state, pending, since = carry["train_state"], carry["pending"], int(carry["pending_steps"])
+    # Before the writer creates metrics.jsonl: a SIGTERM from here on saves and exits 4 after the
+    # first step instead of killing the process (the test waits for that file, then signals).
+    watcher = PreemptionWatcher()
     writer = MetricWriter(workdir, enabled=is_main)
 
     # --- loop -----------------------------------------------------------------------------
@@ -287,7 +290,6 @@ def train_and_evaluate(
     final: dict[str, float] = {}
     last_eval: dict[str, float] | None = None
     stopper = _create_early_stopping(c, restored)
-    watcher = PreemptionWatcher()
     # Examples per step count every member's batch.
     timer = _PerfTimer(c.batch_size * c.num_seeds, tokens_per_example=_tokens_per_example(info))
     t_start = time.perf_counter()
