@@ -1,0 +1,124 @@
+"""Golden numbers: the first 20 train losses of the demo config (experiments/fashion_mnist_cnn.py)
+on one CPU device, pinned bitwise.
+
+They were recorded before the package was regrouped; a refactor that changes any of them changed
+the math (init, data order, augmentation, step, optimizer or schedule). Bitwise equality holds
+for the pinned versions on the recording machine's CPU; elsewhere XLA may pick other kernels, so
+the check falls back to rtol 1e-5 and says so. Re-record with
+`python tests/test_golden.py --record` only for a change that is meant to change the numbers.
+"""
+
+import os
+import platform
+import sys
+
+import jax
+import numpy as np
+
+from jaxtrain import data as data_lib
+from jaxtrain import sharding
+from jaxtrain.build import create_state_and_steps
+from jaxtrain.train import data_options
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA_DIR = os.environ.get("JAXTRAIN_DATA_DIR", os.path.join(REPO, ".data", "tfds"))
+NUM_STEPS = 20
+
+# Recorded 2026-12-02 at commit 113beda, before the regrouping: float32 bit patterns of the
+# per-step train loss.
+RECORDED_ON = {"jax": "0.10.2", "jaxlib": "0.10.2", "machine": "x86_64", "cpu": "AMD EPYC"}
+GOLDEN_LOSS_BITS = [
+    0x4060A8AA,
+    0x407307EE,
+    0x4071D434,
+    0x406213EA,
+    0x4054536E,
+    0x404BF065,
+    0x40468F2A,
+    0x402ED124,
+    0x402688C1,
+    0x4028FCAE,
+    0x40200458,
+    0x40164216,
+    0x40114676,
+    0x4013A154,
+    0x3FF03E2D,
+    0x3FF87613,
+    0x3FE43844,
+    0x3FD62FEC,
+    0x3FC1F882,
+    0x3FC04B6C,
+]
+
+
+def _demo_config():
+    sys.path.insert(0, os.path.join(REPO, "experiments"))
+    try:
+        import fashion_mnist_cnn
+    finally:
+        sys.path.pop(0)
+    c = fashion_mnist_cnn.get_config()
+    c.num_devices = 1
+    c.data.data_dir = DATA_DIR
+    return c
+
+
+def first_train_losses(num_steps: int = NUM_STEPS) -> np.ndarray:
+    """The demo config's first train losses through the real state, step and data iterator."""
+    c = _demo_config()
+    mesh = sharding.create_mesh(c.num_devices, tuple(c.mesh.shape))
+    opts = data_options(c)
+    info = data_lib.get_dataset_info(opts)
+    state, train_fn, _ = create_state_and_steps(c, mesh, info)
+    batches = data_lib.create_train_iterator(
+        opts, global_batch_size=c.batch_size, num_classes=info.num_classes
+    )
+    losses = []
+    for _ in range(num_steps):
+        batch = sharding.make_global_batch(next(batches), sharding.batch_sharding(mesh))
+        state, metrics = train_fn(state, batch)
+        losses.append(metrics["loss"])
+    return np.asarray(jax.device_get(losses), dtype=np.float32)
+
+
+def platform_signature() -> dict:
+    import jaxlib
+
+    return {
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "machine": platform.machine(),
+        "cpu": _cpu_model(),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def test_first_20_demo_losses_are_golden():
+    losses = first_train_losses()
+    golden = np.asarray(GOLDEN_LOSS_BITS, dtype=np.uint32).view(np.float32)
+    assert len(golden) == NUM_STEPS
+    assert np.all(np.isfinite(losses)) and losses[0] > losses[-1]
+    if platform_signature() == RECORDED_ON:
+        np.testing.assert_array_equal(losses.view(np.uint32), golden.view(np.uint32))
+    else:
+        np.testing.assert_allclose(losses, golden, rtol=1e-5)
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--record"]:
+    values = first_train_losses()
+    print("RECORDED_ON =", platform_signature())
+    print("GOLDEN_LOSS_BITS = [")
+    for i in range(0, NUM_STEPS, 5):
+        print("    " + ", ".join(f"0x{v:08x}" for v in values[i : i + 5].view(np.uint32)) + ",")
+    print("]")
+    print("# losses:", [float(v) for v in values])
