@@ -15,7 +15,7 @@ wall time and process CPU time (all threads) are recorded: on a machine shared w
 CPU time is the steadier measure of work. Reported: medians and the median over repeats of
 time / baseline's time in the same repeat.
 
-decode: `jaxtrain.sample.generate` with the KV cache vs full recompute per token (the same
+decode: `jaxtrain.tools.sample.generate` with the KV cache vs full recompute per token (the same
 jitted function with use_cache=False), greedy, tokens/s after a warm-up call (compilation
 excluded), interleaved repeats; "seconds_per_step" there is seconds per generated token.
 """
@@ -32,7 +32,7 @@ from flax import nnx
 
 from jaxtrain.models import attention
 from jaxtrain.models.gpt import GPT, GPTConfig, flops_per_token
-from jaxtrain.sample import generate
+from jaxtrain.tools.sample import generate
 
 
 def _attention_none(q, k, v, mask, causal):

@@ -18,11 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtrain import sharding
 from jaxtrain.build import abstract_like, create_state_and_steps, make_carry, zero_train_metrics
 from jaxtrain.checkpoint import Checkpointer
 from jaxtrain.config import get_config
 from jaxtrain.data.loader import DatasetInfo
+from jaxtrain.parallel import sharding
 
 IMAGE_INFO = DatasetInfo(
     task="image_classification",

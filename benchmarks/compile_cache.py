@@ -31,9 +31,9 @@ def child(config_path: str, cache_dir: str) -> dict:
     import jax.numpy as jnp
 
     from jaxtrain import data as data_lib
-    from jaxtrain import sharding
     from jaxtrain.build import create_state_and_steps
-    from jaxtrain.compile_cache import enable_compilation_cache
+    from jaxtrain.parallel import sharding
+    from jaxtrain.parallel.compile_cache import enable_compilation_cache
     from jaxtrain.train import data_options
 
     counts = {"hits": 0, "misses": 0}

@@ -43,10 +43,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxtrain import estimate, partitioning, sharding  # noqa: E402
-from jaxtrain.bench import compiled_memory  # noqa: E402
 from jaxtrain.config import get_config  # noqa: E402
 from jaxtrain.data.loader import DatasetInfo  # noqa: E402
+from jaxtrain.parallel import partitioning, sharding  # noqa: E402
+from jaxtrain.tools import estimate  # noqa: E402
+from jaxtrain.tools.bench import compiled_memory  # noqa: E402
 
 MIB = 2**20
 

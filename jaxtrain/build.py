@@ -13,9 +13,10 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxtrain import ensemble, models, optim, partitioning, sharding
+from jaxtrain import ensemble, models, optim
 from jaxtrain.config import IMAGE_MODELS, MODEL_NAMES
 from jaxtrain.data.loader import DatasetInfo
+from jaxtrain.parallel import partitioning, sharding
 from jaxtrain.step import (
     StepSpec,
     TrainState,
@@ -206,10 +207,10 @@ def _import_pretrained(
     """
     if name != "minilm":
         raise ValueError(f"unknown pretrained weights {name!r}; valid: minilm")
-    from jaxtrain import pretrained
+    from jaxtrain.data import fetch
     from jaxtrain.models import hf_import
 
-    folder = pretrained.minilm_dir(data_dir)
+    folder = fetch.minilm_dir(data_dir)
     hf = hf_import.load_hf_bert_params(os.path.join(folder, "model.safetensors"), cfg)
     return state.replace(params=hf_import.import_into(state.params, hf))
 

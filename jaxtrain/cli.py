@@ -139,14 +139,14 @@ def _train() -> None:
 
 
 def _eval() -> None:
-    from jaxtrain.evaluate import evaluate_checkpoint
+    from jaxtrain.tools.evaluate import evaluate_checkpoint
 
     _need(workdir=_WORKDIR.value)
     evaluate_checkpoint(_WORKDIR.value, _CHECKPOINT.value)
 
 
 def _plot(run_dirs: list[str]) -> None:
-    from jaxtrain.plot import plot_runs
+    from jaxtrain.tools.plot import plot_runs
 
     out = _OUT.value or "curves.png"
     plot_runs(run_dirs, out)
@@ -154,7 +154,7 @@ def _plot(run_dirs: list[str]) -> None:
 
 
 def _export() -> None:
-    from jaxtrain.export import export_model
+    from jaxtrain.tools.export import export_model
 
     _need(workdir=_WORKDIR.value, out=_OUT.value)
     export_model(_WORKDIR.value, _CHECKPOINT.value, _OUT.value, int8=_INT8.value)
@@ -186,9 +186,9 @@ def _prepare(args: list[str]) -> None:
             _NAME.value, _FOLDER.value, data_dir=data_dir, image_size=_IMAGE_SIZE.value or None
         )
     elif name == "minilm":
-        from jaxtrain import pretrained
+        from jaxtrain.data import fetch
 
-        out = pretrained.minilm_dir(data_dir, _MANUAL_DIR.value)
+        out = fetch.minilm_dir(data_dir, _MANUAL_DIR.value)
     else:
         data.prepare_dataset(name, data_dir, _MANUAL_DIR.value)
         out = data_dir
@@ -196,7 +196,7 @@ def _prepare(args: list[str]) -> None:
 
 
 def _tokenizer(args: list[str]) -> None:
-    from jaxtrain.tokenizer import KINDS, tokenizer_train_main
+    from jaxtrain.data.tokenizer import KINDS, tokenizer_train_main
 
     if args != ["train"]:
         _fail(f"tokenizer takes one action: train\n{USAGE}")
@@ -210,7 +210,7 @@ def _tokenizer(args: list[str]) -> None:
 
 
 def _sample() -> None:
-    from jaxtrain.sample import sample_from_run
+    from jaxtrain.tools.sample import sample_from_run
 
     _need(workdir=_WORKDIR.value, prompt=_PROMPT.value)
     text = sample_from_run(
@@ -226,7 +226,7 @@ def _sample() -> None:
 
 
 def _bench() -> None:
-    from jaxtrain.bench import bench_main
+    from jaxtrain.tools.bench import bench_main
 
     bench_main(
         _config(),
@@ -238,7 +238,7 @@ def _bench() -> None:
 
 
 def _estimate() -> None:
-    from jaxtrain.estimate import estimate_main
+    from jaxtrain.tools.estimate import estimate_main
 
     config = _config()
     _need(hardware=_HARDWARE.value, price_per_hour=_PRICE.value)
@@ -254,7 +254,7 @@ def _estimate() -> None:
 
 
 def _sweep() -> None:
-    from jaxtrain.sweep import sweep_main
+    from jaxtrain.tools.sweep import sweep_main
 
     config_file = config_flags.get_config_filename(flags.FLAGS["config"])
     _need(config=config_file, workdir=_WORKDIR.value)

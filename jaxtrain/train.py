@@ -14,7 +14,7 @@ import numpy as np
 import tqdm
 
 from jaxtrain import data as data_lib
-from jaxtrain import ensemble, provenance, sharding
+from jaxtrain import ensemble, provenance
 from jaxtrain import metrics as metrics_lib
 from jaxtrain.build import (
     abstract_like,
@@ -24,12 +24,13 @@ from jaxtrain.build import (
     zero_train_metrics,
 )
 from jaxtrain.checkpoint import Checkpointer
-from jaxtrain.compile_cache import enable_compilation_cache
 from jaxtrain.config import validate_against_dataset, validate_config
 from jaxtrain.data.loader import DataOptions, DatasetInfo
-from jaxtrain.distributed import initialize_distributed
 from jaxtrain.early_stopping import EarlyStopping
 from jaxtrain.errors import CheckpointError, Preempted
+from jaxtrain.parallel import sharding
+from jaxtrain.parallel.compile_cache import enable_compilation_cache
+from jaxtrain.parallel.distributed import initialize_distributed
 from jaxtrain.preemption import PreemptionWatcher
 from jaxtrain.step import (
     TrainState,

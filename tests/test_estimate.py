@@ -2,8 +2,8 @@
 
 import pytest
 
-from jaxtrain import estimate
 from jaxtrain.config import ConfigError, get_config
+from jaxtrain.tools import estimate
 
 HAND = dict(hardware="h100", num_devices=8, mfu=0.4, price_per_hour=2.5, dtype="bfloat16")
 

@@ -11,8 +11,8 @@ import pytest
 from jaxtrain.config import get_config
 from jaxtrain.data.pipeline import _open_split
 from jaxtrain.errors import CheckpointError
-from jaxtrain.evaluate import restore_run_state
-from jaxtrain.export import export_model, inference_fn
+from jaxtrain.tools.evaluate import restore_run_state
+from jaxtrain.tools.export import export_model, inference_fn
 from jaxtrain.train import train_and_evaluate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

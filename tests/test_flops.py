@@ -10,7 +10,7 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxtrain import flops
+from jaxtrain.tools import flops
 
 
 def _compile(fn, *shapes):

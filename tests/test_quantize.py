@@ -12,9 +12,10 @@ import pytest
 import tensorflow_datasets as tfds
 from flax import nnx
 
-from jaxtrain.export import inference_fn
 from jaxtrain.models.cnn import CNN
-from jaxtrain.quantize import (
+from jaxtrain.step import TrainState
+from jaxtrain.tools.export import inference_fn
+from jaxtrain.tools.quantize import (
     QMAX,
     dequantize,
     param_bytes,
@@ -23,7 +24,6 @@ from jaxtrain.quantize import (
     quantize_params,
     quantized_inference_fn,
 )
-from jaxtrain.step import TrainState
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_DIR = os.environ.get("JAXTRAIN_DATA_DIR", os.path.join(REPO, ".data", "tfds"))

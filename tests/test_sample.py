@@ -10,7 +10,7 @@ from flax import nnx
 
 from jaxtrain.errors import CheckpointError, DataError
 from jaxtrain.models.gpt import GPT, GPTConfig
-from jaxtrain.sample import generate, sample_from_run
+from jaxtrain.tools.sample import generate, sample_from_run
 
 VOCAB = 29
 

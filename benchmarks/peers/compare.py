@@ -39,10 +39,11 @@ import torch  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from benchmarks.peers import torch_cnn, torch_gpt  # noqa: E402
-from jaxtrain import estimate, sharding  # noqa: E402
 from jaxtrain.build import create_state_and_steps  # noqa: E402
 from jaxtrain.config import DROPOUT_RNG_NAMES, get_config  # noqa: E402
 from jaxtrain.data import create_train_iterator  # noqa: E402
+from jaxtrain.parallel import sharding  # noqa: E402
+from jaxtrain.tools import estimate  # noqa: E402
 from jaxtrain.train import data_options  # noqa: E402
 
 THREADS = 2

@@ -109,7 +109,7 @@ def load_tokenizer(spec: str, data_dir: str):
 
 @functools.lru_cache(maxsize=8)
 def _load_tokenizer_cached(spec: str, data_dir: str):
-    from jaxtrain import tokenizer as tok
+    from jaxtrain.data import tokenizer as tok
 
     if spec == "shakespeare_char":
         path = os.path.join(data_dir, "tokenizers", "shakespeare_char.json")
@@ -137,7 +137,7 @@ def get_dataset_info(opts: DataOptions) -> DatasetInfo:
         )
     info = _text().get_text_dataset_info(opts.name, opts.data_dir)
     tokenizer = load_tokenizer(opts.tokenizer, opts.data_dir)
-    from jaxtrain import tokenizer as tok
+    from jaxtrain.data import tokenizer as tok
 
     return DatasetInfo(
         task=task,

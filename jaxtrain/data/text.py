@@ -26,8 +26,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tokenizers
 
-from jaxtrain import tokenizer as tokenizer_lib
 from jaxtrain.data import tokenize
+from jaxtrain.data import tokenizer as tokenizer_lib
 from jaxtrain.data.builders import mr_polarity, shakespeare, user_data
 from jaxtrain.data.pipeline import USER_PREFIX, DatasetNotPreparedError
 from jaxtrain.errors import DataError

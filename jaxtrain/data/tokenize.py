@@ -16,7 +16,7 @@ import numpy as np
 import tokenizers
 from absl import logging
 
-from jaxtrain import tokenizer as tokenizer_lib
+from jaxtrain.data import tokenizer as tokenizer_lib
 from jaxtrain.errors import DataError
 
 

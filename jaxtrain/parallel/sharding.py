@@ -4,7 +4,8 @@ The mesh has three named axes, always in this order:
 - "data": pure data parallelism; params and optimizer state are replicated along it.
 - "fsdp": data parallelism that also shards params, gradients and optimizer state (ZeRO-3).
 - "tensor": Megatron tensor parallelism; the batch is replicated along it.
-The batch is split over data x fsdp. How params map onto the axes is jaxtrain/partitioning.py.
+The batch is split over data x fsdp. How params map onto the axes is
+jaxtrain/parallel/partitioning.py.
 """
 
 import math

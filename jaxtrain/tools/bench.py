@@ -30,11 +30,13 @@ import optax
 from flax import nnx
 
 from jaxtrain import data as data_lib
-from jaxtrain import estimate, models, sharding
-from jaxtrain import flops as flops_lib
+from jaxtrain import models
 from jaxtrain.build import model_settings
 from jaxtrain.config import ConfigError, validate_config
 from jaxtrain.data.loader import DatasetInfo
+from jaxtrain.parallel import sharding
+from jaxtrain.tools import estimate
+from jaxtrain.tools import flops as flops_lib
 from jaxtrain.train import data_options, train_and_evaluate
 from jaxtrain.writers import read_metrics
 

@@ -69,7 +69,7 @@ def detect_hardware(device: jax.Device | None = None) -> str:
     raise ValueError(
         f"unknown accelerator {device.device_kind!r}: no peak FLOP/s on file. Pass the hardware "
         f"explicitly (one of {', '.join(PEAK_FLOPS)}) or add its datasheet peak to "
-        "jaxtrain/flops.py PEAK_FLOPS"
+        "jaxtrain/tools/flops.py PEAK_FLOPS"
     )
 
 

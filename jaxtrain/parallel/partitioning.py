@@ -3,8 +3,8 @@
 Models annotate params with logical axis names (nnx.with_partitioning(..., eager_sharding=False),
 stored as the Variable's `out_sharding` metadata), e.g. GPT's MLP up-projection is
 ("embed", "mlp"). `rules` (config.mesh.rules) map each logical name to a mesh axis of
-jaxtrain/sharding.py ("data", "fsdp", "tensor"), or to "" to replicate that dimension. With the
-default rules "embed" goes to fsdp (ZeRO-3: each device keeps 1/fsdp of every weight and
+jaxtrain/parallel/sharding.py ("data", "fsdp", "tensor"), or to "" to replicate that dimension.
+With the default rules "embed" goes to fsdp (ZeRO-3: each device keeps 1/fsdp of every weight and
 all-gathers it when used) and "heads"/"mlp"/"vocab" go to tensor (Megatron).
 
 Conventions:
@@ -29,7 +29,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxtrain.config import ConfigError
-from jaxtrain.sharding import FSDP_AXIS, MESH_AXES
+from jaxtrain.parallel.sharding import FSDP_AXIS, MESH_AXES
 
 Rules = Sequence[tuple[str, str | Sequence[str]]]
 MeshAxes = str | tuple[str, ...] | None  # one PartitionSpec entry

@@ -14,12 +14,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxtrain import data as data_lib
-from jaxtrain import quantize
 from jaxtrain.build import resolve_data_dir
 from jaxtrain.data import pipeline
 from jaxtrain.errors import CheckpointError
-from jaxtrain.evaluate import restore_run_state
 from jaxtrain.step import TrainState
+from jaxtrain.tools import quantize
+from jaxtrain.tools.evaluate import restore_run_state
 
 
 def inference_fn(graphdef: nnx.GraphDef, state: TrainState, mean: float, std: float):

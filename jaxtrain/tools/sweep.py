@@ -33,7 +33,7 @@ from typing import Any
 import ml_collections
 
 from jaxtrain.config import ConfigError, validate_config
-from jaxtrain.sweep_space import (
+from jaxtrain.tools.sweep_space import (
     apply_overrides,
     format_value,
     make_trials,

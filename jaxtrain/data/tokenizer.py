@@ -28,7 +28,7 @@ import tokenizers
 from absl import logging
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from jaxtrain import pretrained
+from jaxtrain.data import fetch
 from jaxtrain.errors import DataError
 
 KINDS = ("bpe", "wordpiece", "char")
@@ -94,7 +94,7 @@ def resolve_tokenizer(
     """
     if spec == "minilm":
         return load_tokenizer(
-            os.path.join(pretrained.minilm_dir(data_dir, manual_dir), "tokenizer.json")
+            os.path.join(fetch.minilm_dir(data_dir, manual_dir), "tokenizer.json")
         )
     return load_tokenizer(spec)
 

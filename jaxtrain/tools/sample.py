@@ -156,7 +156,7 @@ def sample_from_run(
     """
     from jaxtrain import data as data_lib
     from jaxtrain.build import resolve_data_dir
-    from jaxtrain.evaluate import restore_run_state
+    from jaxtrain.tools.evaluate import restore_run_state
 
     run = restore_run_state(workdir, which)
     if run.config.model.name != "gpt":

@@ -9,7 +9,6 @@ import jax
 import ml_collections
 
 from jaxtrain import data as data_lib
-from jaxtrain import sharding
 from jaxtrain.build import (
     abstract_like,
     create_state_and_steps,
@@ -20,6 +19,7 @@ from jaxtrain.build import (
 from jaxtrain.checkpoint import Checkpointer
 from jaxtrain.config import get_config
 from jaxtrain.errors import CheckpointError
+from jaxtrain.parallel import sharding
 from jaxtrain.train import data_options, evaluate_split
 from jaxtrain.writers import write_json
 
