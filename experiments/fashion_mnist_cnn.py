@@ -8,6 +8,7 @@ Result:   test accuracy 0.9202 (macro F1 0.9199), validation accuracy 0.9248, af
 """
 
 from jaxtrain.config import get_config as base_config
+from jaxtrain.models import model_config
 
 
 def get_config():
@@ -16,7 +17,7 @@ def get_config():
     c.batch_size = 128
     c.log_every = 100
     c.eval_every = 1000
-    c.model.name = "cnn"
+    c.model = model_config("cnn")
     c.model.features = (32, 64)
     c.model.hidden = 256
     c.model.dropout = 0.3

@@ -7,6 +7,7 @@ Result:   test accuracy 0.8886 (macro F1 0.8884) after 3000 steps in 16.5 s of t
 """
 
 from jaxtrain.config import get_config as base_config
+from jaxtrain.models import model_config
 
 
 def get_config():
@@ -14,7 +15,7 @@ def get_config():
     c.total_steps = 3000
     c.batch_size = 128
     c.eval_every = 1000
-    c.model.name = "mlp"
+    c.model = model_config("mlp")
     c.model.features = (512, 256)
     c.model.norm = "layernorm"
     c.model.init = "xavier"

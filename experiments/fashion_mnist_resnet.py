@@ -14,6 +14,7 @@ Result:   test accuracy 0.9411 (macro F1 0.9410; validation 0.9442), measured 20
 """
 
 from jaxtrain.config import get_config as base_config
+from jaxtrain.models import model_config
 
 
 def get_config():
@@ -23,7 +24,7 @@ def get_config():
     c.log_every = 100
     c.eval_every = 1000
     c.checkpoint.every = 1000
-    c.model.name = "resnet"
+    c.model = model_config("resnet")
     c.model.features = (16, 32, 64)
     c.model.blocks_per_stage = 2
     c.model.norm = "batchnorm"

@@ -13,6 +13,7 @@ random. Compare experiments/mr_scratch.py: the same architecture from random ini
 """
 
 from jaxtrain.config import get_config as base_config
+from jaxtrain.models import model_config
 
 
 def get_config():
@@ -25,7 +26,7 @@ def get_config():
     c.eval_batch_size = 256
     c.log_every = 40
     c.eval_every = 160
-    c.model.name = "bert"
+    c.model = model_config("bert")
     c.model.num_classes = 2
     c.model.pretrained = "minilm"
     # all-MiniLM-L6-v2's architecture (its config.json); the importer refuses a mismatch.

@@ -11,6 +11,7 @@ are imported and the learning rate suits training from scratch.
 """
 
 from jaxtrain.config import get_config as base_config
+from jaxtrain.models import model_config
 
 
 def get_config():
@@ -23,7 +24,7 @@ def get_config():
     c.eval_batch_size = 256
     c.log_every = 40
     c.eval_every = 160
-    c.model.name = "bert"
+    c.model = model_config("bert")
     c.model.num_classes = 2
     c.model.pretrained = ""
     c.model.max_len = 512

@@ -11,6 +11,7 @@ into <data_dir>/tokenizers/). Validation loss is nats per character.
 """
 
 from jaxtrain.config import get_config as base_config
+from jaxtrain.models import model_config
 
 
 def get_config():
@@ -23,7 +24,7 @@ def get_config():
     c.eval_batch_size = 128
     c.log_every = 100
     c.eval_every = 500
-    c.model.name = "gpt"
+    c.model = model_config("gpt")
     c.model.max_len = 256
     c.model.num_layers = 6
     c.model.d_model = 384

@@ -13,6 +13,7 @@ tokenizer; validation loss is nats per character.
 """
 
 from jaxtrain.config import get_config as base_config
+from jaxtrain.models import model_config
 
 
 def get_config():
@@ -25,7 +26,7 @@ def get_config():
     c.eval_batch_size = 256
     c.log_every = 100
     c.eval_every = 400
-    c.model.name = "gpt"
+    c.model = model_config("gpt")
     c.model.max_len = 128
     c.model.num_layers = 4
     c.model.d_model = 192

@@ -3,6 +3,7 @@ checkpointed carry around them.
 """
 
 import functools
+import logging
 import os
 from typing import Any
 
@@ -14,8 +15,9 @@ import optax
 from flax import nnx
 
 from jaxtrain import ensemble, models, optim
-from jaxtrain.config import IMAGE_MODELS, MODEL_NAMES
+from jaxtrain.config import warmup_steps
 from jaxtrain.data.loader import DatasetInfo
+from jaxtrain.models.pretrained import import_pretrained
 from jaxtrain.parallel import partitioning, sharding
 from jaxtrain.step import (
     StepSpec,
@@ -26,6 +28,8 @@ from jaxtrain.step import (
     train_step,
 )
 
+log = logging.getLogger(__name__)
+
 
 def resolve_data_dir(data_dir: str) -> str:
     """config.data.data_dir, else $JAXTRAIN_DATA_DIR, else ./.data/tfds."""
@@ -34,11 +38,14 @@ def resolve_data_dir(data_dir: str) -> str:
 
 def _make_schedule(c: ml_collections.ConfigDict) -> optax.Schedule:
     o = c.optimizer
+    warmup, warning = warmup_steps(c)
+    if warning:
+        log.warning(warning)
     return optim.get_schedule(
         o.schedule,
         learning_rate=o.learning_rate,
         total_steps=c.total_steps,
-        warmup_steps=o.warmup_steps,
+        warmup_steps=warmup,
         end_lr_factor=o.end_lr_factor,
         decay_rate=o.decay_rate,
         boundaries=tuple(o.boundaries),
@@ -63,57 +70,13 @@ def _make_optimizer(c: ml_collections.ConfigDict, schedule: optax.Schedule):
 
 
 def model_settings(c: ml_collections.ConfigDict, info: DatasetInfo):
-    """The model part of the config, unpacked into the model family's frozen settings."""
-    m = c.model
-    if m.name in IMAGE_MODELS:
-        return models.ImageModelSettings(
-            name=m.name,
-            num_classes=info.num_classes,
-            init=m.init,
-            norm=m.norm,
-            dropout=m.dropout,
-            features=tuple(m.features),
-            convs_per_stage=m.convs_per_stage,
-            hidden=m.hidden,
-            blocks_per_stage=m.blocks_per_stage,
-            in_shape=tuple(info.input_shape),
-        )
-    vocab_size = m.vocab_size or info.vocab_size
-    if m.name == "gpt":
-        return models.GPTConfig(
-            vocab_size=vocab_size,
-            max_len=m.max_len,
-            num_layers=m.num_layers,
-            d_model=m.d_model,
-            num_heads=m.num_heads,
-            d_ff=m.d_ff,
-            dropout=m.dropout,
-            positions=m.positions,
-            tie_embeddings=m.tie_embeddings,
-            compute_dtype=m.compute_dtype,
-            remat=m.remat,
-            pad_id=info.pad_id,
-        )
-    if m.name == "bert":
-        return models.BertConfig(
-            vocab_size=vocab_size,
-            max_len=m.max_len,
-            num_layers=m.num_layers,
-            d_model=m.d_model,
-            num_heads=m.num_heads,
-            d_ff=m.d_ff,
-            dropout=m.dropout,
-            pad_id=info.pad_id,
-            num_classes=info.num_classes,
-            pooling=m.pooling,
-            compute_dtype=m.compute_dtype,
-        )
-    raise ValueError(f"unknown model {m.name!r}; valid: {', '.join(MODEL_NAMES)}")
+    """config.model unpacked into its family's frozen settings, with the dataset's fields."""
+    return models.settings_from_config(c.model, info)
 
 
 def _model_factory(c: ml_collections.ConfigDict, info: DatasetInfo):
     """A function rngs -> model, for the configured model and the dataset it trains on."""
-    return models.model_factory(model_settings(c, info))
+    return models.create_model_factory(model_settings(c, info))
 
 
 def model_graphdef(c: ml_collections.ConfigDict, info: DatasetInfo) -> nnx.GraphDef:
@@ -137,7 +100,7 @@ def create_state_and_steps(
     schedule = _make_schedule(c)
     tx = _make_optimizer(c, schedule)
     settings = model_settings(c, info)
-    create = models.model_factory(settings)
+    create = models.create_model_factory(settings)
     graphdef = model_graphdef(c, info)
     accum = c.optimizer.grad_accum_steps
     sharding.check_batch_size(c.batch_size, mesh, grad_accum_steps=accum)
@@ -158,9 +121,10 @@ def create_state_and_steps(
         abstract = jax.eval_shape(init)
         state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
     state = jax.jit(init, out_shardings=state_sharding)()
-    if c.model.pretrained:
+    if getattr(settings, "pretrained", ""):
         data_dir = resolve_data_dir(c.data.data_dir)
-        state = _import_pretrained(c.model.pretrained, data_dir, settings, state)
+        params = import_pretrained(settings.pretrained, data_dir, settings, state.params)
+        state = state.replace(params=params)
     spec = StepSpec(
         graphdef=graphdef,
         tx=tx,
@@ -192,27 +156,6 @@ def create_state_and_steps(
         out_shardings=metrics_sharding,
     )
     return state, train, evaluate
-
-
-def _import_pretrained(
-    name: str, data_dir: str, cfg: models.BertConfig, state: TrainState
-) -> TrainState:
-    """Replaces the encoder's params with pretrained weights; the head keeps its init.
-
-    `cfg` is the run's own model config: a checkpoint that does not fit it is refused with the
-    tensor, both shapes and the config field to change.
-
-    Optimizer moments start at zero either way, so only the params change. Shapes are checked
-    against the config by the importer, which names the field to change on a mismatch.
-    """
-    if name != "minilm":
-        raise ValueError(f"unknown pretrained weights {name!r}; valid: minilm")
-    from jaxtrain.data import fetch
-    from jaxtrain.models import hf_import
-
-    folder = fetch.minilm_dir(data_dir)
-    hf = hf_import.load_hf_bert_params(os.path.join(folder, "model.safetensors"), cfg)
-    return state.replace(params=hf_import.import_into(state.params, hf))
 
 
 def make_carry(state: TrainState, pending: dict, pending_steps: int) -> dict[str, Any]:

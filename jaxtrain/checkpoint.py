@@ -19,6 +19,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from jaxtrain.errors import CheckpointError
+from jaxtrain.models.registry import family_config_of
 
 FORMAT_VERSION = 1
 # Config fields that decide the shapes in the state; a checkpoint whose values differ cannot be
@@ -209,6 +210,9 @@ def _lookup(config: dict, dotted: str) -> Any:
 def check_compatible(saved: dict, current: dict, where: str) -> None:
     """Raises CheckpointError naming each state-defining field that differs."""
     diffs = []
+    # Runs saved before per-family model configs stored every family's fields: compare only
+    # the fields of the saved run's family.
+    saved = {**saved, "model": family_config_of(saved.get("model") or {})}
     for field in STATE_DEFINING_FIELDS:
         a, b = (_lookup(cfg, field) for cfg in (saved, current))
         a, b = (_FIELD_DEFAULTS.get(field) if v is None else v for v in (a, b))

@@ -7,26 +7,16 @@ is compiled and names the field.
 
 import ml_collections
 
-IMAGE_MODELS = ("mlp", "cnn", "resnet")
-TEXT_MODELS = ("gpt", "bert")
-MODEL_NAMES = IMAGE_MODELS + TEXT_MODELS
-INIT_NAMES = ("he", "xavier")
-NORM_NAMES = ("batchnorm", "layernorm", "none")
+from jaxtrain.data.registry import validate_dataset_name
+from jaxtrain.errors import ConfigError, DataError
+from jaxtrain.models.pretrained import check_pretrained
+from jaxtrain.models.registry import get_family, model_config, model_names, settings_from_config
+
 OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "adam", "adamw", "adagrad", "rmsprop")
 SCHEDULE_NAMES = ("constant", "piecewise", "exponential", "cosine", "warmup_cosine", "sgdr")
-DATASET_NAMES = ("fashion_mnist", "shakespeare", "mr_polarity")  # or "user:NAME" (own data)
-USER_DATASET_PREFIX = "user:"
-POSITION_NAMES = ("learned", "rope")
-DTYPE_NAMES = ("float32", "bfloat16")
-POOLING_NAMES = ("mean", "cls")
-PRETRAINED_NAMES = ("", "minilm")
 CLASS_WEIGHTING_NAMES = ("none", "balanced", "given")
 SAMPLING_NAMES = ("uniform", "balanced")
 DROPOUT_RNG_NAMES = ("threefry2x32", "rbg", "unsafe_rbg")
-
-
-class ConfigError(ValueError):
-    """A config value is invalid; the message names the field and says what to do."""
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -40,6 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval_batch_size = 1000
     c.log_every = 100
     c.eval_every = 500  # validation-split evaluation; the test split is evaluated once at the end
+    c.eval_steps = 0  # batches per validation evaluation; 0: the whole split (smoke runs: a few)
     c.num_devices = -1  # -1: all devices; N: the first N (a data-parallel mesh)
     c.init_from = ""  # warm start: a run dir or checkpoint to load params (not optimizer) from
     # Persistent XLA compilation cache: "auto" ($JAXTRAIN_COMPILE_CACHE or
@@ -92,29 +83,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.augment_flip = False  # images: random horizontal flip
     c.data.sampling = "uniform"  # or "balanced": resample train so every class is equally likely
 
-    c.model = ml_collections.ConfigDict()
-    c.model.name = "cnn"
-    c.model.num_classes = 10
-    c.model.init = "he"
-    c.model.norm = "batchnorm"
-    c.model.dropout = 0.1
-    c.model.features = (32, 64)  # cnn: channels per stage; mlp: hidden widths
-    c.model.convs_per_stage = 1
-    c.model.hidden = 256  # cnn: width of the dense layer before the classifier
-    c.model.blocks_per_stage = 2  # resnet: residual blocks per stage (stage widths: features)
-    # Transformers (gpt, bert).
-    c.model.vocab_size = 0  # 0: the tokenizer's vocabulary size
-    c.model.max_len = 256  # longest sequence (learned positions / KV cache size)
-    c.model.num_layers = 4
-    c.model.d_model = 256
-    c.model.num_heads = 4
-    c.model.d_ff = 1024
-    c.model.positions = "learned"  # gpt: learned or rope
-    c.model.tie_embeddings = True  # gpt: output projection shares the input embedding
-    c.model.compute_dtype = "float32"  # or bfloat16: float32 params, bf16 compute, f32 loss
-    c.model.remat = False  # recompute block activations in the backward pass (saves memory)
-    c.model.pooling = "mean"  # bert classifier: mean over tokens or the [CLS] token
-    c.model.pretrained = ""  # bert: "minilm" imports all-MiniLM-L6-v2's weights at init
+    # The model family's own fields (jaxtrain/models/registry.py); another family:
+    # c.model = model_config("gpt", d_model=384, ...).
+    c.model = model_config("cnn")
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adamw"
@@ -172,6 +143,9 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
     share rows)."""
     for field in ("total_steps", "batch_size", "eval_batch_size", "log_every", "eval_every"):
         _check(c[field] > 0, field, f"must be > 0, got {c[field]}")
+    _check(
+        c.eval_steps >= 0, "eval_steps", f"must be >= 0 (0: the whole split), got {c.eval_steps}"
+    )
     _check(c.num_devices == -1 or c.num_devices > 0, "num_devices", "must be -1 (all) or > 0")
     _check(c.num_seeds >= 1, "num_seeds", f"must be >= 1, got {c.num_seeds}")
     _check_choice(c.dropout_rng, "dropout_rng", DROPOUT_RNG_NAMES)
@@ -182,7 +156,11 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
             f"num_seeds={c.num_seeds} trains replicated members: use a data-parallel mesh "
             f"(-1, 1, 1), got {tuple(c.mesh.shape)}",
         )
-        _check(not c.model.pretrained, "model.pretrained", "is not supported with num_seeds > 1")
+        _check(
+            not ("pretrained" in c.model and c.model.pretrained),
+            "model.pretrained",
+            "is not supported with num_seeds > 1",
+        )
         _check(not c.init_from, "init_from", "is not supported with num_seeds > 1")
     accum = c.optimizer.grad_accum_steps
     _check(accum >= 1, "optimizer.grad_accum_steps", f"must be >= 1, got {accum}")
@@ -198,8 +176,10 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
         "eval_batch_size",
         f"{c.eval_batch_size} is not divisible by the {num_devices} batch shards (data x fsdp)",
     )
-    if not c.data.name.startswith(USER_DATASET_PREFIX):
-        _check_choice(c.data.name, "data.name", DATASET_NAMES + ("user:NAME",))
+    try:
+        validate_dataset_name(c.data.name)  # the dataset registry: jaxtrain/data/registry.py
+    except DataError as e:
+        raise ConfigError(f"config.data.name: {e}") from e
     _check(c.data.validation_size >= 0, "data.validation_size", "must be >= 0")
     _check(c.data.seq_len > 1, "data.seq_len", f"must be > 1, got {c.data.seq_len}")
     _check(c.data.augment_crop_pad >= 0, "data.augment_crop_pad", "must be >= 0 (0: off)")
@@ -223,6 +203,11 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
     if c.loss.class_weighting == "given":
         w = tuple(c.loss.class_weights)
         _check(
+            "num_classes" in c.model,
+            "loss.class_weighting",
+            f"'given' class weights need a classifier; model {c.model.name!r} has no classes",
+        )
+        _check(
             len(w) == c.model.num_classes and all(x > 0 for x in w),
             "loss.class_weights",
             f"needs {c.model.num_classes} positive weights (one per class), got {w}",
@@ -242,43 +227,18 @@ def _validate_checkpoint(k: ml_collections.ConfigDict) -> None:
 
 
 def _validate_model(m: ml_collections.ConfigDict) -> None:
-    _check_choice(m.name, "model.name", MODEL_NAMES)
-    _check_choice(m.init, "model.init", INIT_NAMES)
-    _check_choice(m.norm, "model.norm", NORM_NAMES)
-    _check(m.num_classes >= 2, "model.num_classes", f"must be >= 2, got {m.num_classes}")
-    _check(0.0 <= m.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {m.dropout}")
-    _check(len(m.features) > 0, "model.features", "must name at least one width")
-    _check(all(f > 0 for f in m.features), "model.features", f"widths must be > 0: {m.features}")
-    _check(m.blocks_per_stage >= 1, "model.blocks_per_stage", "must be >= 1")
-    if m.name in TEXT_MODELS:
-        for field in ("max_len", "num_layers", "d_model", "num_heads", "d_ff"):
-            _check(m[field] > 0, f"model.{field}", f"must be > 0, got {m[field]}")
-        _check(m.vocab_size >= 0, "model.vocab_size", "must be >= 0 (0: the tokenizer's)")
-        _check(
-            m.d_model % m.num_heads == 0,
-            "model.num_heads",
-            f"d_model={m.d_model} is not divisible by num_heads={m.num_heads}",
-        )
-        _check_choice(m.positions, "model.positions", POSITION_NAMES)
-        _check_choice(m.compute_dtype, "model.compute_dtype", DTYPE_NAMES)
-        _check_choice(m.pooling, "model.pooling", POOLING_NAMES)
-        _check_choice(m.pretrained, "model.pretrained", PRETRAINED_NAMES)
-        _check(
-            m.pretrained == "" or m.name == "bert",
-            "model.pretrained",
-            f"{m.pretrained!r} weights are a BERT encoder; set model.name=bert",
-        )
+    """The family's settings dataclass validates its own fields (jaxtrain/models/)."""
+    settings = settings_from_config(m)
+    check_pretrained(getattr(settings, "pretrained", ""), m.name)
 
 
 def _validate_optimizer(o: ml_collections.ConfigDict, total_steps: int) -> None:
     _check_choice(o.name, "optimizer.name", OPTIMIZER_NAMES)
     _check_choice(o.schedule, "optimizer.schedule", SCHEDULE_NAMES)
     _check(o.learning_rate > 0, "optimizer.learning_rate", f"must be > 0, got {o.learning_rate}")
-    _check(
-        0 <= o.warmup_steps < total_steps,
-        "optimizer.warmup_steps",
-        f"must be in [0, total_steps={total_steps}), got {o.warmup_steps}",
-    )
+    # A warmup as long as the run is clipped (with a warning) by warmup_steps(), so that
+    # smoke runs with a small total_steps just work.
+    _check(o.warmup_steps >= 0, "optimizer.warmup_steps", f"must be >= 0, got {o.warmup_steps}")
     _check(o.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0")
     _check(o.clip_norm >= 0, "optimizer.clip_norm", "must be >= 0 (0 turns clipping off)")
     _check(
@@ -291,12 +251,16 @@ def _validate_optimizer(o: ml_collections.ConfigDict, total_steps: int) -> None:
     _check(o.restart_mult >= 1.0, "optimizer.restart_mult", "must be >= 1")
 
 
-# Which models can train on which task (the dataset decides the task).
-MODELS_FOR_TASK = {
-    "image_classification": IMAGE_MODELS,
-    "text_classification": ("bert",),
-    "language_modeling": ("gpt",),
-}
+def warmup_steps(c: ml_collections.ConfigDict) -> tuple[int, str]:
+    """optimizer.warmup_steps, clipped to total_steps - 1, and a warning when clipped."""
+    warmup = c.optimizer.warmup_steps
+    if warmup < c.total_steps:
+        return warmup, ""
+    clipped = c.total_steps - 1
+    return clipped, (
+        f"optimizer.warmup_steps={warmup} is not shorter than total_steps={c.total_steps}; "
+        f"clipped to {clipped}"
+    )
 
 
 def validate_against_dataset(
@@ -304,25 +268,26 @@ def validate_against_dataset(
 ) -> None:
     """Checks the config against the prepared dataset and tokenizer, still before compiling."""
     m = c.model
-    allowed = MODELS_FOR_TASK[task]
+    allowed = [name for name in model_names() if task in get_family(name).tasks]
     _check(
-        m.name in allowed,
+        task in get_family(m.name).tasks,
         "model.name",
         f"{m.name!r} cannot train on {c.data.name!r} ({task}); use one of {', '.join(allowed)}",
     )
-    if task != "language_modeling":
+    if "num_classes" in m:
         _check(
             m.num_classes == num_classes,
             "model.num_classes",
             f"{m.num_classes} but dataset {c.data.name!r} has {num_classes} classes",
         )
-    if m.name in TEXT_MODELS:
+    if "vocab_size" in m:
         _check(
             m.vocab_size in (0, vocab_size),
             "model.vocab_size",
             f"{m.vocab_size} does not match the tokenizer {c.data.tokenizer!r} ({vocab_size}"
             " tokens); set 0 to take the tokenizer's",
         )
+    if "max_len" in m:
         _check(
             c.data.seq_len <= m.max_len,
             "data.seq_len",

@@ -5,6 +5,10 @@ EXIT_NONFINITE = 3  # the training loss became NaN/Inf
 EXIT_PREEMPTED = 4  # SIGTERM/SIGINT: a checkpoint was saved; re-run the command to continue
 
 
+class ConfigError(ValueError):
+    """A config value is invalid; the message names the field and says what to do."""
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be written or used; the message says which and why."""
 

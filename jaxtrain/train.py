@@ -1,6 +1,5 @@
 """train_and_evaluate: the one linear training loop."""
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -31,6 +30,7 @@ from jaxtrain.errors import CheckpointError, Preempted
 from jaxtrain.parallel import sharding
 from jaxtrain.parallel.compile_cache import enable_compilation_cache
 from jaxtrain.parallel.distributed import initialize_distributed
+from jaxtrain.perf import PerfTimer, tokens_per_example
 from jaxtrain.preemption import PreemptionWatcher
 from jaxtrain.step import (
     TrainState,
@@ -74,7 +74,9 @@ def evaluate_split(
         num_classes=info.num_classes,
     )
     total = None
-    for local in batches:
+    for i, local in enumerate(batches):
+        if c.eval_steps and i == c.eval_steps:
+            break  # every process stops at the same batch, so collectives line up
         total = metrics_lib.accumulate(
             total, eval_fn(state, sharding.make_global_batch(local, sharding.batch_sharding(mesh)))
         )
@@ -103,54 +105,6 @@ def _summarize_eval(total: dict[str, Any]) -> tuple[dict[str, float], np.ndarray
         summary["perplexity"] = float(np.exp(min(loss, 50.0)))
         summary["bits_per_token"] = loss / float(np.log(2.0))
     return summary, confusion
-
-
-class _PerfTimer:
-    """Wall-time bookkeeping for the perf/ metrics of each log interval.
-
-    Times are host wall times. The step is asynchronous, so time blocked on data or on a
-    checkpoint save is the time the loop could not dispatch work; the device may still be busy.
-    """
-
-    def __init__(self, global_batch: int, tokens_per_example: int):
-        self.global_batch = global_batch
-        self.tokens_per_example = tokens_per_example
-        self._t_last = time.perf_counter()
-        self._data = self._ckpt = 0.0
-        self._first = True
-
-    @contextlib.contextmanager
-    def data_wait(self):
-        t = time.perf_counter()
-        yield
-        self._data += time.perf_counter() - t
-
-    @contextlib.contextmanager
-    def checkpoint_stall(self):
-        t = time.perf_counter()
-        yield
-        self._ckpt += time.perf_counter() - t
-
-    def lap(self, steps: int) -> dict[str, float]:
-        now = time.perf_counter()
-        dt = now - self._t_last
-        out = {
-            "perf/steps_per_sec": steps / dt,
-            "perf/examples_per_sec": steps * self.global_batch / dt,
-            "perf/data_wait_fraction": self._data / dt,
-            "perf/checkpoint_stall_s": self._ckpt,
-        }
-        if self.tokens_per_example:
-            out["perf/tokens_per_sec"] = out["perf/examples_per_sec"] * self.tokens_per_example
-        if self._first:
-            out["perf/first_interval_s"] = dt  # includes compiling the step
-            self._first = False
-        self._t_last, self._data, self._ckpt = now, 0.0, 0.0
-        return out
-
-
-def _tokens_per_example(info: DatasetInfo) -> int:
-    return int(info.input_shape[0]) if info.input_dtype == np.int32 else 0
 
 
 def _log_train(writer, bar, step, total, steps, perf, seeds) -> dict[str, float]:
@@ -195,6 +149,8 @@ def _write_eval(workdir, writer, step, scalars, confusion, split, class_names) -
 class RunResult:
     state: TrainState
     metrics: dict[str, float]  # last train log, last validation and the test evaluation
+    steps: int = 0  # the step training ended at
+    eval_steps: int = 0  # config.eval_steps: > 0 means evaluations covered only that many batches
 
 
 def train_and_evaluate(
@@ -255,22 +211,12 @@ def train_and_evaluate(
     )
     if c.num_seeds > 1:
         data_sharding = ensemble.member_sharding(data_sharding)
-    log.info("mesh %s; %d params", dict(mesh.shape), _count_params(state))
+    log.info(
+        "workdir %s; mesh %s; %s params", workdir, dict(mesh.shape), f"{_count_params(state):,}"
+    )
 
-    # --- restore --------------------------------------------------------------------------
-    # `pending` holds metric sums since the last log step, so a resume mid-interval logs the
-    # same averages as an uninterrupted run.
-    carry = make_carry(state, zero_pending, 0)
-    restored = ckpt.restore_latest(abstract_like(carry), c.to_dict())
-    if restored is not None:
-        carry = restored.state
-        train_iter.set_state(restored.data_state)
-        log.info("resumed from checkpoint step %d in %s", restored.step, ckpt.directory)
-        if is_main:
-            supersede_metrics(workdir, restored.step)
-    elif c.init_from:
-        # Resuming this run's own checkpoint takes precedence over a warm start.
-        carry["train_state"] = warm_start(state, c.init_from)
+    # --- restore ------------------------------------------------------------------------
+    carry, restored = _restore_or_start(c, ckpt, state, zero_pending, train_iter, workdir, is_main)
     state, pending, since = carry["train_state"], carry["pending"], int(carry["pending_steps"])
     # Before the writer creates metrics.jsonl: a SIGTERM from here on saves and exits 4 after the
     # first step instead of killing the process (the test waits for that file, then signals).
@@ -292,7 +238,9 @@ def train_and_evaluate(
     last_eval: dict[str, float] | None = None
     stopper = _create_early_stopping(c, restored)
     # Examples per step count every member's batch.
-    timer = _PerfTimer(c.batch_size * c.num_seeds, tokens_per_example=_tokens_per_example(info))
+    timer = PerfTimer(
+        c.batch_size * c.num_seeds, tokens_per_example(info.input_shape, info.input_dtype)
+    )
     t_start = time.perf_counter()
     end = start if stopper is not None and stopper.stopped else c.total_steps
     for step in range(start, end):
@@ -316,6 +264,8 @@ def train_and_evaluate(
             last_eval, confusion = evaluate_split(c, "validation", state, eval_fn, mesh, info)
             ranking = last_eval
             _write_eval(workdir, writer, done, last_eval, confusion, "validation", info.class_names)
+            if is_main:
+                log.info("step %d: %s", done, _format_eval(last_eval))
             final.update(last_eval)
             if stopper is not None:
                 if stopper.update(done, last_eval[c.checkpoint.best_metric]):
@@ -342,13 +292,7 @@ def train_and_evaluate(
     ckpt.wait()
 
     # --- final evaluation on the test split ----------------------------------------------
-    if stopper is not None:
-        # Test the best checkpoint by the validation metric, not the last weights.
-        best = ckpt.restore(stopper.best_step, abstract_like(make_carry(state, pending, 0)))
-        state = best.state["train_state"]
-        final["early_stopping/best_step"] = stopper.best_step
-        final["early_stopping/stopped_at"] = end
-        writer.write(end, {k: v for k, v in final.items() if k.startswith("early_stopping/")})
+    state = _best_state(ckpt, stopper, state, pending, end, final, writer)
     scalars, confusion = evaluate_split(c, "test", state, eval_fn, mesh, info)
     _write_eval(workdir, writer, end, scalars, confusion, "test", info.class_names)
     final.update(scalars)
@@ -357,8 +301,45 @@ def train_and_evaluate(
     ckpt.close()
     if is_main:
         write_json(os.path.join(workdir, "final_metrics.json"), final)
-        print(_summary_line(end, final), flush=True)
-    return RunResult(state=state, metrics=final)
+    return RunResult(state=state, metrics=final, steps=end, eval_steps=c.eval_steps)
+
+
+def _restore_or_start(c, ckpt, state, zero_pending, train_iter, workdir, is_main):
+    """The carry to start from: this run's newest good checkpoint, else a warm start from
+    config.init_from, else the fresh state. Returns (carry, restored checkpoint or None).
+
+    `pending` holds metric sums since the last log step, so a resume mid-interval logs the same
+    averages as an uninterrupted run.
+    """
+    carry = make_carry(state, zero_pending, 0)
+    restored = ckpt.restore_latest(abstract_like(carry), c.to_dict())
+    if restored is not None:
+        carry = restored.state
+        train_iter.set_state(restored.data_state)
+        log.info("resumed from checkpoint step %d in %s", restored.step, ckpt.directory)
+        if is_main:
+            supersede_metrics(workdir, restored.step)
+    elif c.init_from:
+        # Resuming this run's own checkpoint takes precedence over a warm start.
+        carry["train_state"] = warm_start(state, c.init_from)
+    return carry, restored
+
+
+def _best_state(ckpt, stopper, state, pending, end, final, writer) -> TrainState:
+    """The state the test split is evaluated on: with early stopping the best checkpoint by the
+    validation metric (and its step logged), otherwise the last weights."""
+    if stopper is None:
+        return state
+    best = ckpt.restore(stopper.best_step, abstract_like(make_carry(state, pending, 0)))
+    final["early_stopping/best_step"] = stopper.best_step
+    final["early_stopping/stopped_at"] = end
+    writer.write(end, {k: v for k, v in final.items() if k.startswith("early_stopping/")})
+    return best.state["train_state"]
+
+
+def _format_eval(scalars: dict[str, float]) -> str:
+    keys = [k for k in scalars if k.endswith(("/loss", "/accuracy", "/f1_macro"))]
+    return " ".join(f"{k}={scalars[k]:.4f}" for k in keys)
 
 
 def _class_weights(
@@ -410,7 +391,11 @@ def _count_params(state: TrainState) -> int:
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
 
 
-def _summary_line(steps: int, final: dict[str, Any]) -> str:
+def summary_line(result: RunResult) -> str:
+    """The one `done: ...` line the CLI prints at the end of a run."""
+    final = result.metrics
     keys = ("train/loss", "validation/accuracy", "test/loss", "test/accuracy", "test/f1_macro")
     parts = [f"{k}={final[k]:.4f}" for k in keys if k in final]
-    return f"done: {steps} steps in {final['time/train_seconds']:.1f}s; " + " ".join(parts)
+    partial = f" (first {result.eval_steps} eval batches)" if result.eval_steps else ""
+    seconds = final["time/train_seconds"]
+    return f"done: {result.steps} steps in {seconds:.1f}s; " + " ".join(parts) + partial

@@ -1,9 +1,71 @@
-"""Test setup: 8 fake CPU devices, so sharded code paths run on any machine."""
+"""Test setup shared by tests/unit (synthetic data) and tests/e2e (real prepared data).
+
+Devices: one CPU device by default, which keeps every compiled step small. Tests that need a
+real mesh are marked `multidevice` and run in their own pytest session with 8 fake CPU devices
+(`JAXTRAIN_TEST_DEVICES=8 pytest -m multidevice`; `make test` runs both sessions). In a session
+without 8 devices they are deselected, and the summary says so and how to run them.
+
+Compile cache: one persistent XLA cache per session, in a temporary directory. Repeated
+programs (the same tiny configs in many tests and in the CLI subprocesses they start) compile
+once per session, and nothing leaks between sessions or into ~/.cache.
+"""
 
 import os
+import shutil
+import tempfile
+
+import pytest
+
+DEVICES = int(os.environ.get("JAXTRAIN_TEST_DEVICES", "1"))
+MULTIDEVICE = 8
 
 # Must be set before jax initializes its backend (i.e. before any test imports jax).
 os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={DEVICES}"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+_CACHE_DIR = tempfile.mkdtemp(prefix="jaxtrain-test-xla-")
+os.environ["JAXTRAIN_COMPILE_CACHE"] = _CACHE_DIR  # read by config.compile_cache_dir="auto"
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA_DIR = os.environ.get("JAXTRAIN_DATA_DIR", os.path.join(REPO, ".data", "tfds"))
+_deselected: list[str] = []
+
+
+def pytest_collection_modifyitems(config, items):
+    if DEVICES >= MULTIDEVICE:
+        return
+    keep = []
+    for item in items:
+        (_deselected if item.get_closest_marker("multidevice") else keep).append(item)
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+        items[:] = keep
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _deselected:
+        terminalreporter.write_line(
+            f"{len(_deselected)} multidevice tests need {MULTIDEVICE} devices and were not run "
+            f"in this {DEVICES}-device session; run them with "
+            "JAXTRAIN_TEST_DEVICES=8 pytest -m multidevice (make test runs both)"
+        )
+
+
+def pytest_sessionfinish(session):
+    shutil.rmtree(_CACHE_DIR, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> str:
+    """The prepared TFDS data (make data)."""
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_compile_cache():
+    """Turns on the session's compile cache for steps compiled outside train_and_evaluate."""
+    from jaxtrain.parallel.compile_cache import enable_compilation_cache
+
+    enable_compilation_cache(_CACHE_DIR)
+    yield

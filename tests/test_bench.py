@@ -13,16 +13,17 @@ import pytest
 from jax.experimental.compilation_cache import compilation_cache
 
 from jaxtrain.build import create_state_and_steps, model_settings
-from jaxtrain.config import ConfigError, get_config
+from jaxtrain.config import get_config
 from jaxtrain.data.loader import DatasetInfo
-from jaxtrain.models import gpt
+from jaxtrain.errors import ConfigError
+from jaxtrain.models import gpt, model_config
 from jaxtrain.parallel import compile_cache, sharding
 from jaxtrain.tools import bench, estimate
 
 
 def _mlp_config(batch: int = 64):
     c = get_config()
-    c.model.name, c.model.norm, c.model.features, c.model.dropout = "mlp", "none", (32,), 0.0
+    c.model = model_config("mlp", norm="none", features=(32,), dropout=0.0)
     c.batch_size = batch
     c.optimizer.warmup_steps = 0
     c.checkpoint.keep_best = 0
@@ -96,9 +97,9 @@ def test_memory_summaries():
 def _gpt_config_and_info(seq_len: int):
     c = get_config()
     c.batch_size, c.data.name, c.data.seq_len = 8, "shakespeare", seq_len
-    m = c.model
-    m.name, m.num_layers, m.d_model, m.num_heads, m.d_ff = "gpt", 2, 64, 2, 256
-    m.max_len, m.dropout = seq_len, 0.0
+    c.model = model_config(
+        "gpt", num_layers=2, d_model=64, num_heads=2, d_ff=256, max_len=seq_len, dropout=0.0
+    )
     info = DatasetInfo(
         task="language_modeling",
         num_classes=0,
@@ -167,11 +168,11 @@ def test_hand_loop_refuses_what_it_does_not_implement():
 
 
 @pytest.mark.slow
-def test_run_benchmark_end_to_end(tmp_path, capsys):
+def test_run_benchmark_end_to_end(tmp_path):
     out = tmp_path / "bench.json"
     c = _mlp_config()
     c.num_devices = 1
-    r = bench.bench_main(c, steps=8, warmup=4, out=str(out))
+    r = bench.run_benchmark(c, steps=8, warmup=4, out_json=str(out))
     assert r["timed_steps"] == 8 and r["jaxtrain"]["timed_steps"] == 8
     j = r["jaxtrain"]
     assert j["steps_per_sec"] > 0 and j["examples_per_sec"] == j["steps_per_sec"] * 64
@@ -184,7 +185,7 @@ def test_run_benchmark_end_to_end(tmp_path, capsys):
     assert r["memory"]["bytes"] > 0 and "memory_analysis" in r["memory"]["source"]
     assert r["hand"]["steps_per_sec"] > 0 and np.isfinite(r["ratio_jaxtrain_over_hand"])
     assert json.loads(out.read_text())["timed_steps"] == 8
-    printed = capsys.readouterr().out
+    printed = bench.format_benchmark(r)
     assert "| MFU (XLA FLOPs) |" in printed and "| jaxtrain / hand (excl. checkpoint) |" in printed
 
 

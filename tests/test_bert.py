@@ -20,9 +20,8 @@ from jax.sharding import PartitionSpec as P
 from safetensors.numpy import save_file
 
 from jaxtrain.build import resolve_data_dir
-from jaxtrain.config import ConfigError
 from jaxtrain.data import fetch, tokenizer
-from jaxtrain.errors import CheckpointError
+from jaxtrain.errors import CheckpointError, ConfigError
 from jaxtrain.models import hf_import
 from jaxtrain.models.bert import BertClassifier, BertConfig, BertEncoder
 from jaxtrain.parallel import sharding

@@ -20,6 +20,7 @@ from jaxtrain.checkpoint import Checkpointer, abstract_with_shardings, check_com
 from jaxtrain.config import get_config
 from jaxtrain.data import get_dataset_info
 from jaxtrain.errors import EXIT_PREEMPTED, CheckpointError
+from jaxtrain.models import model_config
 from jaxtrain.parallel import sharding
 from jaxtrain.train import data_options
 from jaxtrain.warm_start import warm_start
@@ -248,7 +249,8 @@ def test_restore_reshards_between_mesh_sizes(tmp_path, save_devices, restore_dev
 def _state(features=(8, 16), name="cnn", norm="batchnorm", seed=0):
     c = get_config()
     c.seed = seed
-    c.model.name, c.model.features, c.model.hidden, c.model.norm = name, features, 32, norm
+    cnn_only = {"hidden": 32} if name == "cnn" else {}
+    c.model = model_config(name, features=features, norm=norm, **cnn_only)
     state, _, _ = create_state_and_steps(c, sharding.create_mesh(8), _fmnist_info(c))
     return state
 

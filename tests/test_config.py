@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-from jaxtrain.config import ConfigError, get_config, validate_config
+from jaxtrain.config import get_config, validate_config, warmup_steps
+from jaxtrain.errors import ConfigError
+from jaxtrain.models import model_config, model_names
 
 REPO = __file__.rsplit("/tests/", 1)[0]
 
@@ -36,7 +38,10 @@ def test_every_experiment_file_is_a_valid_config(path):
         ("optimizer.name", "adamax", "config.optimizer.name: 'adamax' is not one of"),
         ("optimizer.schedule", "cosine_warmup_10p", "config.optimizer.schedule"),
         ("optimizer.learning_rate", -1.0, "config.optimizer.learning_rate: must be > 0"),
-        ("optimizer.warmup_steps", 5000, "config.optimizer.warmup_steps"),
+        ("optimizer.warmup_steps", -1, "config.optimizer.warmup_steps: must be >= 0"),
+        ("eval_steps", -1, "config.eval_steps: must be >= 0"),
+        ("model.features", (), "config.model.features: must name at least one width"),
+        ("model.hidden", 0, "config.model.hidden: must be > 0"),
         ("optimizer.grad_accum_steps", 0, "config.optimizer.grad_accum_steps: must be >= 1"),
         ("model.name", "resnet9000", "config.model.name"),
         ("model.init", "orthogonal", "config.model.init"),
@@ -49,6 +54,45 @@ def test_impossible_values_name_the_field(field, value, message):
     node, _, leaf = field.rpartition(".")
     (c[node] if node else c)[leaf] = value
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        validate_config(c, num_devices=8)
+
+
+def test_warmup_longer_than_the_run_is_clipped_with_one_warning():
+    c = get_config()
+    c.total_steps, c.optimizer.warmup_steps = 30, 200
+    validate_config(c, num_devices=8)  # a smoke run is not refused
+    assert warmup_steps(c) == (
+        29,
+        "optimizer.warmup_steps=200 is not shorter than total_steps=30; clipped to 29",
+    )
+    c.optimizer.warmup_steps = 10
+    assert warmup_steps(c) == (10, "")
+
+
+def test_model_fields_belong_to_the_family():
+    c = get_config()
+    c.model.name = "mlp"  # the cnn's fields (hidden, convs_per_stage) are not the mlp's
+    with pytest.raises(ConfigError, match=r"config.model.convs_per_stage is not a field of model"):
+        validate_config(c, num_devices=8)
+    c.model = model_config("mlp", features=(64,))
+    validate_config(c, num_devices=8)
+    with pytest.raises(ConfigError, match="config.model.d_model is not a field of model 'cnn'"):
+        model_config("cnn", d_model=64)
+    with pytest.raises(ConfigError, match="config.model.name: 'vit9' is not one of mlp, cnn"):
+        model_config("vit9")
+
+
+def test_every_registered_family_validates_its_defaults():
+    for name in model_names():
+        c = get_config()
+        c.model = model_config(name)
+        validate_config(c, num_devices=8)
+
+
+def test_pretrained_weights_must_fit_the_family():
+    c = get_config()
+    c.model = model_config("bert", pretrained="bert-huge")
+    with pytest.raises(ConfigError, match="config.model.pretrained: 'bert-huge' is not one of"):
         validate_config(c, num_devices=8)
 
 
@@ -82,7 +126,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
         ("--config.optimizer.learnin_rate=0.1", "learnin_rate"),
         ("--config.total_steps=abc", "total_steps"),
         ("--config.total_steps=0", "config.total_steps: must be > 0"),
-        ("--config.batch_size=100", "config.batch_size"),
+        ("--config.optimizer.grad_accum_steps=3", "config.batch_size: 128 is not divisible"),
     ],
 )
 def test_cli_rejects_bad_config_before_compiling(tmp_path, override, expected):
@@ -102,7 +146,7 @@ def test_cli_rejects_bad_config_before_compiling(tmp_path, override, expected):
 
 def test_cli_rejects_unknown_command_and_missing_workdir():
     out = _cli("trian")
-    assert out.returncode == 2 and "expected a command" in out.stderr
+    assert out.returncode == 2 and "unknown command 'trian'" in out.stderr
     out = _cli("train", "--config", "experiments/fashion_mnist_cnn.py")
     assert out.returncode == 2 and "--workdir is required" in out.stderr
 

@@ -13,9 +13,17 @@ import shutil
 import numpy as np
 import pytest
 
-from jaxtrain.data import pipeline as data
+from jaxtrain.data import (
+    DataOptions,
+    get_dataset_info,
+    image_source,
+    pipeline,
+    read_image_split,
+    registry,
+    sampler,
+)
 from jaxtrain.data.builders import fashion_mnist
-from jaxtrain.data.pipeline import _stack_images, check_examples
+from jaxtrain.data.image_source import _stack_images, check_examples
 from jaxtrain.errors import DataError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -64,7 +72,7 @@ def data_dir(tmp_path_factory) -> str:
     if cached and fashion_mnist.FashionMnist(data_dir=cached).is_prepared():
         return cached
     target = cached or str(tmp_path_factory.mktemp("tfds"))
-    data.prepare_dataset(NAME, target, manual_dir=_require_raw_dir())
+    registry.prepare_dataset(NAME, target, manual_dir=_require_raw_dir())
     return target
 
 
@@ -77,11 +85,43 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return np.rint((image * STD + MEAN) * 255.0).astype(np.uint8)
 
 
-def _train_iterator(data_dir: str, **kwargs):
-    args = dict(
-        data_dir=data_dir, validation_size=5000, global_batch_size=32, seed=0, num_classes=10
+def _source(data_dir: str, split: str, *, validation_size: int, num_classes=10, in_memory=True):
+    return image_source.open_image_source(
+        NAME,
+        split,
+        data_dir=data_dir,
+        validation_size=validation_size,
+        num_classes=num_classes,
+        in_memory=in_memory,
     )
-    return data.create_train_iterator(NAME, **(args | kwargs))
+
+
+def _train_iterator(
+    data_dir: str, *, validation_size=5000, num_classes=10, in_memory=True, **kwargs
+):
+    source = _source(
+        data_dir,
+        "train",
+        validation_size=validation_size,
+        num_classes=num_classes,
+        in_memory=in_memory,
+    )
+    args = dict(global_batch_size=32, seed=0, images=pipeline.ImageOptions(MEAN, STD))
+    return pipeline.create_train_iterator(source, **(args | kwargs))
+
+
+def _eval_iterator(
+    data_dir: str, split: str, *, validation_size: int, num_classes=10, in_memory=True, **kwargs
+):
+    source = _source(
+        data_dir,
+        split,
+        validation_size=validation_size,
+        num_classes=num_classes,
+        in_memory=in_memory,
+    )
+    images = pipeline.ImageOptions(MEAN, STD)
+    return pipeline.create_eval_iterator(source, images=images, **kwargs)
 
 
 # Builder and decoding.
@@ -121,20 +161,20 @@ def test_bad_idx_file_is_named(tmp_path, raw_dir, bad_file, content, message):
         content = (manual_dir / bad_file).read_bytes()[:5000]
     (manual_dir / bad_file).write_bytes(content)
     with pytest.raises(ValueError, match=message) as err:
-        data.prepare_dataset(NAME, str(tmp_path / "data"), manual_dir=str(manual_dir))
+        registry.prepare_dataset(NAME, str(tmp_path / "data"), manual_dir=str(manual_dir))
     assert str(manual_dir / bad_file) in str(err.value)
 
 
 def test_incomplete_manual_dir_fails_fast(tmp_path, monkeypatch):
     monkeypatch.setattr(fashion_mnist, "SYSTEM_DIR", str(tmp_path / "no_system_copy"))
     with pytest.raises(FileNotFoundError, match="t10k-labels-idx1-ubyte.gz"):
-        data.prepare_dataset(NAME, str(tmp_path / "data"), manual_dir=str(tmp_path))
+        registry.prepare_dataset(NAME, str(tmp_path / "data"), manual_dir=str(tmp_path))
 
 
 def test_prepare_is_a_noop_when_prepared(data_dir):
     info_file = pathlib.Path(data_dir, "jaxtrain_fashion_mnist", "1.0.0", "dataset_info.json")
     mtime = info_file.stat().st_mtime_ns
-    data.prepare_dataset(NAME, data_dir)
+    registry.prepare_dataset(NAME, data_dir)
     assert info_file.stat().st_mtime_ns == mtime
 
 
@@ -151,11 +191,11 @@ def test_prepared_splits_keep_source_order(data_dir, raw_arrays):
 
 
 def test_dataset_info_split_sizes(data_dir):
-    info = data.get_dataset_info(NAME, data_dir, validation_size=5000)
+    info = get_dataset_info(DataOptions(NAME, data_dir, validation_size=5000))
     assert (info.num_train, info.num_validation, info.num_test) == (55000, 5000, 10000)
-    assert info.num_classes == 10 and info.image_shape == (28, 28, 1)
+    assert info.num_classes == 10 and info.input_shape == (28, 28, 1)
     assert info.class_names[0] == "T-shirt/top" and info.class_names[-1] == "Ankle boot"
-    assert data.get_dataset_info(NAME, data_dir, validation_size=0).num_train == 60000
+    assert get_dataset_info(DataOptions(NAME, data_dir, validation_size=0)).num_train == 60000
 
 
 def test_train_batch_format(data_dir, raw_arrays):
@@ -211,10 +251,9 @@ def test_eval_padding_mask_covers_split_once(data_dir, raw_arrays):
     num_batches = []
     for process_index in range(2):
         batches = list(
-            data.create_eval_iterator(
-                NAME,
-                split="validation",
-                data_dir=data_dir,
+            _eval_iterator(
+                data_dir,
+                "validation",
                 validation_size=5000,
                 global_batch_size=768,  # 5000 = 6.5 batches: the last one is padded.
                 num_classes=10,
@@ -231,10 +270,9 @@ def test_eval_padding_mask_covers_split_once(data_dir, raw_arrays):
 
 
 def test_eval_test_split_mask_sums_to_split_size(data_dir):
-    batches = data.create_eval_iterator(
-        NAME,
-        split="test",
-        data_dir=data_dir,
+    batches = _eval_iterator(
+        data_dir,
+        "test",
         validation_size=0,
         global_batch_size=3000,
         num_classes=10,
@@ -255,10 +293,9 @@ def test_label_out_of_range_names_split_and_example(data_dir):
     message = "fashion_mnist split 'test': example 0 has label 9 outside [0, 5)"
     for in_memory in (True, False):  # checked up front in RAM; per batch when streaming
         with pytest.raises(ValueError, match=message.replace("[", r"\[").replace(")", r"\)")):
-            batches = data.create_eval_iterator(
-                NAME,
-                split="test",
-                data_dir=data_dir,
+            batches = _eval_iterator(
+                data_dir,
+                "test",
                 validation_size=0,
                 global_batch_size=8,
                 num_classes=5,
@@ -283,24 +320,23 @@ def test_examples_are_checked_before_training():
 def test_missing_dataset_says_how_to_prepare(tmp_path):
     command = f"python -m jaxtrain prepare fashion_mnist --data_dir {tmp_path}"
     with pytest.raises(FileNotFoundError) as err:
-        data.get_dataset_info(NAME, str(tmp_path), validation_size=0)
+        get_dataset_info(DataOptions(NAME, str(tmp_path), validation_size=0))
     assert command in str(err.value)
-    with pytest.raises(data.DatasetNotPreparedError):
+    with pytest.raises(registry.DatasetNotPreparedError):
         _train_iterator(str(tmp_path))
 
 
 def test_bad_arguments_are_named(data_dir):
     with pytest.raises(ValueError, match="fashion_mnist"):
-        data.get_dataset_info("cifar10", data_dir, validation_size=0)
+        get_dataset_info(DataOptions("cifar10", data_dir, validation_size=0))
     with pytest.raises(ValueError, match="batch_size"):
         _train_iterator(data_dir, global_batch_size=33, process_count=2)
     with pytest.raises(ValueError, match="validation_size"):
-        data.get_dataset_info(NAME, data_dir, validation_size=60000)
+        get_dataset_info(DataOptions(NAME, data_dir, validation_size=60000))
     with pytest.raises(ValueError, match="validation_size is 0"):
-        data.create_eval_iterator(
-            NAME,
-            split="validation",
-            data_dir=data_dir,
+        _eval_iterator(
+            data_dir,
+            "validation",
             validation_size=0,
             global_batch_size=8,
             num_classes=10,
@@ -322,3 +358,82 @@ def test_global_batch_is_the_same_for_any_process_count(data_dir):
         np.testing.assert_array_equal(
             np.concatenate([p["labels"] for p in parts]), expected["labels"]
         )
+
+
+def test_streaming_reads_the_same_batches_as_in_memory(data_dir):
+    streaming, in_memory = _train_iterator(data_dir, in_memory=False), _train_iterator(data_dir)
+    for batch, expected in [(next(streaming), next(in_memory)) for _ in range(2)]:
+        for key in ("inputs", "labels", "mask"):
+            np.testing.assert_array_equal(batch[key], expected[key])
+
+
+def test_image_eval_padding_rows_are_zero(data_dir):
+    *_, last = _eval_iterator(data_dir, "test", validation_size=0, global_batch_size=3000)
+    padding = last["mask"] == 0
+    assert padding.sum() == 4 * 3000 - 10000
+    assert (last["inputs"][padding] == 0).all() and (last["labels"][padding] == 0).all()
+
+
+def test_decoded_splits_are_cached_and_read_only(data_dir):
+    train = _source(data_dir, "train", validation_size=5000)
+    validation = _source(data_dir, "validation", validation_size=1000)
+    # Both are views of one decoded TFDS "train" split: decoded once per process.
+    images, labels = read_image_split(
+        NAME, "train", data_dir=data_dir, validation_size=0, num_classes=10
+    )
+    assert train.images.base is validation.images.base is images.base
+    np.testing.assert_array_equal(validation.images, images[59000:])
+    for array in (images, labels, train.labels()):
+        with pytest.raises(ValueError, match="read-only"):
+            array[0] = 0
+        with pytest.raises(ValueError):
+            array.flags.writeable = True
+    batch = train.read(np.arange(4))
+    batch["inputs"][:] = 0  # reads are copies: the cache is untouched
+    assert train.images[:4].any()
+
+
+def test_balanced_sampling_draws_classes_uniformly():
+    labels = np.array([0] * 90 + [1] * 10)
+    batches = sampler.train_index_batches(
+        100,
+        global_batch_size=1000,
+        seed=0,
+        process_index=0,
+        process_count=1,
+        balance_labels=labels,
+    )
+    drawn = np.concatenate([batches[i] for i in range(4)])
+    assert abs(labels[drawn].mean() - 0.5) < 0.03
+    np.testing.assert_array_equal(batches[3], batches[3])  # deterministic per position
+    with pytest.raises(DataError, match="where: balanced sampling needs at least two classes"):
+        sampler.train_index_batches(
+            3,
+            global_batch_size=2,
+            seed=0,
+            process_index=0,
+            process_count=1,
+            balance_labels=np.zeros(3),
+            where="where",
+        )
+
+
+def test_registry_is_the_one_list_of_datasets():
+    assert registry.dataset_names() == (
+        "fashion_mnist",
+        "shakespeare",
+        "shakespeare_by_work",
+        "mr_polarity",
+    )
+    assert set(registry.default_dataset_names()) <= set(registry.dataset_names())
+    for name in (*registry.dataset_names(), "user:my_reviews"):
+        registry.validate_dataset_name(name)
+    assert registry.get_task("shakespeare_by_work") == registry.LANGUAGE_MODELING
+    valid = "fashion_mnist, shakespeare, shakespeare_by_work, mr_polarity, or user:NAME"
+    with pytest.raises(DataError, match=f"unknown dataset 'cifar10'; valid names: {valid}"):
+        registry.validate_dataset_name("cifar10")
+    with pytest.raises(DataError, match="lower_snake_case"):
+        registry.validate_dataset_name("user:My Data")
+    assert registry.pixel_stats(NAME, "") == (MEAN, STD)
+    with pytest.raises(DataError, match="mr_polarity is not an image dataset"):
+        registry.pixel_stats("mr_polarity", "")

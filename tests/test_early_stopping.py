@@ -4,8 +4,9 @@ import os
 
 import pytest
 
-from jaxtrain.config import ConfigError, get_config, validate_config
+from jaxtrain.config import get_config, validate_config
 from jaxtrain.early_stopping import EarlyStopping
+from jaxtrain.errors import ConfigError
 from jaxtrain.tools.evaluate import evaluate_checkpoint
 from jaxtrain.train import train_and_evaluate
 from jaxtrain.writers import read_metrics

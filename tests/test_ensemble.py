@@ -6,7 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-from jaxtrain.config import ConfigError, get_config
+from jaxtrain.config import get_config
+from jaxtrain.errors import ConfigError
+from jaxtrain.models import model_config
 from jaxtrain.train import train_and_evaluate
 from jaxtrain.writers import read_metrics
 
@@ -20,7 +22,7 @@ def _config(**overrides):
     c.num_devices = 2
     c.total_steps, c.log_every, c.eval_every = 8, 4, 8
     c.batch_size, c.eval_batch_size = 32, 2000
-    c.model.name, c.model.features, c.model.dropout = "mlp", (32,), 0.3
+    c.model = model_config("mlp", features=(32,), dropout=0.3)
     c.model.norm = "layernorm"
     c.optimizer.warmup_steps = 2
     c.checkpoint.every = 4

@@ -2,7 +2,9 @@
 
 import pytest
 
-from jaxtrain.config import ConfigError, get_config
+from jaxtrain.config import get_config
+from jaxtrain.errors import ConfigError
+from jaxtrain.models import model_config
 from jaxtrain.tools import estimate
 
 HAND = dict(hardware="h100", num_devices=8, mfu=0.4, price_per_hour=2.5, dtype="bfloat16")
@@ -59,18 +61,18 @@ def test_dtype_without_a_peak():
 
 def _mlp_config(hidden: int = 32, batch: int = 128):
     c = get_config()
-    c.model.name, c.model.norm, c.model.features = "mlp", "none", (hidden,)
+    c.model = model_config("mlp", norm="none", features=(hidden,))
     c.model.dropout = 0.0
     c.batch_size = batch
     c.total_steps = 500
     return c
 
 
-def test_estimate_main_counts_the_real_step(capsys):
+def test_estimate_config_cost_counts_the_real_step():
     """XLA's count of the MLP step is its matmuls (forward, weight grads, one input grad) plus a
     few element-wise FLOPs per parameter and activation (ReLU, softmax, AdamW)."""
     c = _mlp_config()
-    out = estimate.estimate_main(
+    out = estimate.estimate_config_cost(
         c, hardware="a100", price_per_hour=1.0, mfu=0.5, compare_to="h100", num_devices=2
     )
     b, weights = c.batch_size, 784 * 32 + 32 * 10
@@ -81,12 +83,12 @@ def test_estimate_main_counts_the_real_step(capsys):
     assert out["estimate"]["peak_dtype"] == "tfloat32"  # image models compute in float32
     assert out["compare"]["hardware"] == "h100"
     assert not out["flops_lower_bound"]
-    printed = capsys.readouterr().out
+    printed = estimate.format_estimate_report(c, out)
     assert "mlp on fashion_mnist: batch 128, 500 steps" in printed
     assert "| | a100 | h100 |" in printed
 
 
-def test_estimate_main_counts_accumulated_steps_in_full():
+def test_estimate_config_cost_counts_accumulated_steps_in_full():
     """With grad accumulation the step is a scan XLA counts once; the estimator compiles the same
     global batch without it, so the count does not drop to 1/A."""
     c = _mlp_config(hidden=64)
@@ -100,12 +102,16 @@ def test_estimate_main_counts_accumulated_steps_in_full():
     assert estimate.flops_lib.compiled_flops(step.compiled) < 0.5 * plain
 
 
-def test_estimate_main_checks_before_compiling():
+def test_estimate_config_cost_checks_before_compiling():
     c = _mlp_config()
     with pytest.raises(ConfigError, match="'tpu_v9' is unknown"):
-        estimate.estimate_main(c, hardware="tpu_v9", price_per_hour=1.0, mfu=0.4)
+        estimate.estimate_config_cost(c, hardware="tpu_v9", price_per_hour=1.0, mfu=0.4)
     with pytest.raises(ConfigError, match="'b200' is unknown"):
-        estimate.estimate_main(c, hardware="h100", price_per_hour=1.0, mfu=0.4, compare_to="b200")
+        estimate.estimate_config_cost(
+            c, hardware="h100", price_per_hour=1.0, mfu=0.4, compare_to="b200"
+        )
     c.batch_size = 100
     with pytest.raises(ConfigError, match="config.batch_size: 100 is not divisible"):
-        estimate.estimate_main(c, hardware="h100", price_per_hour=1.0, mfu=0.4, num_devices=8)
+        estimate.estimate_config_cost(
+            c, hardware="h100", price_per_hour=1.0, mfu=0.4, num_devices=8
+        )

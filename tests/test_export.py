@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jaxtrain.config import get_config
-from jaxtrain.data.pipeline import _open_split
+from jaxtrain.data import read_image_split
 from jaxtrain.errors import CheckpointError
 from jaxtrain.tools.evaluate import restore_run_state
 from jaxtrain.tools.export import export_model, inference_fn
@@ -45,10 +45,9 @@ def test_exported_model_reproduces_predictions_in_a_fresh_process(tmp_path, trai
     workdir, metrics = trained_run
     out = tmp_path / "model.jaxexport"
     export_model(workdir, "latest", str(out))
-    source = _open_split("fashion_mnist", "test", DATA_DIR, 1000)
-    rows = source.__getitems__(list(range(len(source))))
-    images = np.stack([r["image"] for r in rows])
-    labels = np.array([r["label"] for r in rows])
+    images, labels = read_image_split(
+        "fashion_mnist", "test", data_dir=DATA_DIR, validation_size=1000, num_classes=10
+    )
     np.save(tmp_path / "images.npy", images)
 
     result = subprocess.run(

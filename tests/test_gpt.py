@@ -13,7 +13,7 @@ from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxtrain.config import ConfigError
+from jaxtrain.errors import ConfigError
 from jaxtrain.models import attention
 from jaxtrain.models.gpt import GPT, GPTConfig, count_params, flops_per_token, matmul_params
 

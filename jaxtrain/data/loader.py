@@ -1,26 +1,27 @@
 """The one entry point the loop uses for data: dataset info and iterators for any task.
 
-Three tasks, told apart by the dataset: image classification (fashion_mnist, user image
-folders), text classification (mr_polarity, user CSV/JSONL) and language modeling
-(shakespeare). Every batch is {"inputs", "labels", "mask"} (see jaxtrain/step.py); image
-batches come from jaxtrain/data/pipeline.py, text batches from jaxtrain/data/text.py.
+Three tasks, told apart by the dataset (jaxtrain/data/registry.py): image classification
+(fashion_mnist, user image folders), text classification (mr_polarity, user CSV/JSONL) and
+language modeling (shakespeare, shakespeare_by_work). Every batch is {"inputs", "labels",
+"mask"} (see jaxtrain/step.py), read from a source (image_source.py, text_source.py) by the one
+pipeline (pipeline.py).
 """
 
 import dataclasses
 import functools
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import jax
 import numpy as np
+import tokenizers
 
-from jaxtrain.data import pipeline
+from jaxtrain.data import image_source, pipeline, registry, sampler, text_source
+from jaxtrain.data import tokenizer as tokenizer_lib
+from jaxtrain.data.registry import IMAGE_CLASSIFICATION, LANGUAGE_MODELING
 from jaxtrain.errors import DataError
-
-IMAGE_CLASSIFICATION = "image_classification"
-TEXT_CLASSIFICATION = "text_classification"
-LANGUAGE_MODELING = "language_modeling"
 
 # Tokenizers an experiment can name instead of a tokenizer.json path.
 NAMED_TOKENIZERS = ("minilm", "shakespeare_char")
@@ -53,7 +54,7 @@ class DatasetInfo:
     input_shape: tuple[int, ...]  # one example: (H, W, C) or (L,)
     input_dtype: Any
     label_shape: tuple[int, ...]  # () for classification, (L,) for language modeling
-    num_train: int
+    num_train: int  # examples, or documents for language modeling
     num_validation: int
     num_test: int
     vocab_size: int = 0  # text: the tokenizer's
@@ -71,33 +72,105 @@ class DatasetInfo:
         }
 
 
-def _text():
-    # Imported on first use: image-only runs never load the tokenizers stack.
-    from jaxtrain.data import text
-
-    return text
-
-
-def get_task(name: str, data_dir: str = "") -> str:
-    """The task of a dataset name, from its builder (no examples read).
-
-    Own data (`user:NAME`) is image classification when it has an "image" feature, else text
-    classification.
-    """
-    if name in pipeline.DATASETS:
-        return IMAGE_CLASSIFICATION
-    if pipeline.is_user_dataset(name):
-        features = pipeline._load_builder(name, data_dir).info.features
-        return IMAGE_CLASSIFICATION if "image" in features else TEXT_CLASSIFICATION
-    text = _text()
-    if name in text.TEXT_DATASETS:
-        return text.TEXT_DATASETS[name].task
-    raise DataError(
-        f"unknown dataset {name!r}; valid: {', '.join([*pipeline.DATASETS, *text.TEXT_DATASETS])}"
+def get_dataset_info(opts: DataOptions) -> DatasetInfo:
+    """Reads task, shapes, classes and split sizes from the prepared metadata (no examples)."""
+    task = registry.get_task(opts.name, opts.data_dir)
+    info = registry.load_builder(opts.name, opts.data_dir).info
+    class_names = tuple(info.features["label"].names) if "label" in info.features else ()
+    if task == IMAGE_CLASSIFICATION:
+        sizes = image_source.image_split_sizes(opts.name, info, opts.validation_size)
+        return DatasetInfo(
+            task=task,
+            num_classes=len(class_names),
+            class_names=class_names,
+            input_shape=tuple(info.features["image"].shape),
+            input_dtype=np.float32,
+            label_shape=(),
+            num_train=sizes["train"],
+            num_validation=sizes["validation"],
+            num_test=sizes["test"],
+        )
+    tokenizer = load_tokenizer(opts.tokenizer, opts.data_dir)
+    return DatasetInfo(
+        task=task,
+        num_classes=len(class_names),
+        class_names=class_names,
+        input_shape=(opts.seq_len,),
+        input_dtype=np.int32,
+        label_shape=(opts.seq_len,) if task == LANGUAGE_MODELING else (),
+        num_train=info.splits["train"].num_examples,
+        num_validation=info.splits["validation"].num_examples,
+        num_test=info.splits["test"].num_examples,
+        vocab_size=tokenizer_lib.get_vocab_size(tokenizer),
+        pad_id=tokenizer_lib.get_pad_id(tokenizer),
     )
 
 
-def load_tokenizer(spec: str, data_dir: str):
+def create_train_iterator(opts: DataOptions, *, global_batch_size: int, num_classes: int) -> Any:
+    """Infinite shuffled per-process train batches; a grain iterator (get_state/set_state)."""
+    process_index, process_count = jax.process_index(), jax.process_count()
+    # Fail before decoding or tokenizing a split.
+    sampler.local_batch_size(
+        global_batch_size, process_index=process_index, process_count=process_count
+    )
+    images = None
+    if registry.get_task(opts.name, opts.data_dir) == IMAGE_CLASSIFICATION:
+        source = _open_image_source(opts, "train", num_classes)
+        images = _image_options(opts)
+    elif opts.sampling != "uniform" or opts.augment_crop_pad or opts.augment_flip:
+        raise DataError(
+            "data.sampling=balanced and image augmentation apply to image datasets; for text "
+            "use loss.class_weighting=balanced"
+        )
+    else:
+        source = _open_text_source(opts, "train", num_classes, train=True)
+    return pipeline.create_train_iterator(
+        source,
+        global_batch_size=global_batch_size,
+        seed=opts.seed,
+        process_index=process_index,
+        process_count=process_count,
+        prefetch=opts.prefetch,
+        sampling=opts.sampling,
+        images=images,
+    )
+
+
+def create_eval_iterator(
+    opts: DataOptions, *, split: str, global_batch_size: int, num_classes: int
+) -> Iterator[dict[str, np.ndarray]]:
+    """One ordered pass over `split` ("validation" or "test"), padded with mask-0 rows."""
+    process_index, process_count = jax.process_index(), jax.process_count()
+    sampler.local_batch_size(
+        global_batch_size, process_index=process_index, process_count=process_count
+    )
+    images = None
+    if registry.get_task(opts.name, opts.data_dir) == IMAGE_CLASSIFICATION:
+        if split not in image_source.EVAL_SPLITS:
+            raise DataError(f"split must be one of {image_source.EVAL_SPLITS}, got {split!r}")
+        source = _open_image_source(opts, split, num_classes)
+        images = _image_options(opts)
+    else:
+        source = _open_text_source(opts, split, num_classes, train=False)
+    return pipeline.create_eval_iterator(
+        source,
+        global_batch_size=global_batch_size,
+        process_index=process_index,
+        process_count=process_count,
+        images=images,
+    )
+
+
+def train_class_counts(opts: DataOptions, num_classes: int) -> np.ndarray:
+    """Examples per class in the train split (for balanced class weights and resampling)."""
+    if registry.get_task(opts.name, opts.data_dir) == IMAGE_CLASSIFICATION:
+        labels = _open_image_source(opts, "train", num_classes, in_memory=True).labels()
+    else:
+        labels = text_source.read_labels(opts.name, "train", opts.data_dir)
+    return np.bincount(labels, minlength=num_classes)
+
+
+def load_tokenizer(spec: str, data_dir: str) -> tokenizers.Tokenizer:
     """A tokenizer.json path or a named tokenizer (NAMED_TOKENIZERS), loaded once per process."""
     if not spec:
         raise DataError(
@@ -107,134 +180,72 @@ def load_tokenizer(spec: str, data_dir: str):
     return _load_tokenizer_cached(spec, os.path.abspath(data_dir))
 
 
-@functools.lru_cache(maxsize=8)
-def _load_tokenizer_cached(spec: str, data_dir: str):
-    from jaxtrain.data import tokenizer as tok
+def train_tokenizer_on_corpus(
+    kind: str, corpus: str, vocab_size: int, out: str, *, data_dir: str, min_frequency: int = 2
+) -> dict[str, Any]:
+    """`tokenizer train`: trains on a text dataset's train split or a UTF-8 text file (one
+    document), saves tokenizer.json at `out` and returns a summary for the log."""
+    start = time.perf_counter()
+    texts = text_source.read_corpus(corpus, data_dir)
+    tokenizer, stats = tokenizer_lib.fit_tokenizer(
+        kind, texts, vocab_size=vocab_size, min_frequency=min_frequency
+    )
+    tokenizer_lib.save_tokenizer(tokenizer, out)
+    return {
+        "kind": kind,
+        "corpus": corpus,
+        "out": out,
+        "vocab_size": tokenizer_lib.get_vocab_size(tokenizer),
+        "pad_id": tokenizer_lib.get_pad_id(tokenizer),
+        **stats,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
 
+
+@functools.lru_cache(maxsize=8)
+def _load_tokenizer_cached(spec: str, data_dir: str) -> tokenizers.Tokenizer:
     if spec == "shakespeare_char":
         path = os.path.join(data_dir, "tokenizers", "shakespeare_char.json")
         if not os.path.exists(path):
-            # Deterministic: every distinct character of the prepared train split.
-            tok.tokenizer_train_main("char", "shakespeare", 0, path, data_dir=data_dir)  # 0: all
-        return tok.load_tokenizer(path)
-    return tok.resolve_tokenizer(spec, data_dir=data_dir)
+            # Deterministic: every distinct character of the prepared train split (vocab 0: all).
+            texts = text_source.read_corpus("shakespeare", data_dir)
+            tokenizer_lib.train_tokenizer("char", texts, vocab_size=0, out_path=path)
+        return tokenizer_lib.load_tokenizer(path)
+    return tokenizer_lib.resolve_tokenizer(spec, data_dir=data_dir)
 
 
-def get_dataset_info(opts: DataOptions) -> DatasetInfo:
-    task = get_task(opts.name, opts.data_dir)
-    if task == IMAGE_CLASSIFICATION:
-        info = pipeline.get_dataset_info(opts.name, opts.data_dir, opts.validation_size)
-        return DatasetInfo(
-            task=task,
-            num_classes=info.num_classes,
-            class_names=info.class_names,
-            input_shape=tuple(info.image_shape),
-            input_dtype=np.float32,
-            label_shape=(),
-            num_train=info.num_train,
-            num_validation=info.num_validation,
-            num_test=info.num_test,
-        )
-    info = _text().get_text_dataset_info(opts.name, opts.data_dir)
-    tokenizer = load_tokenizer(opts.tokenizer, opts.data_dir)
-    from jaxtrain.data import tokenizer as tok
-
-    return DatasetInfo(
-        task=task,
-        num_classes=info.num_classes,
-        class_names=tuple(info.class_names),
-        input_shape=(opts.seq_len,),
-        input_dtype=np.int32,
-        label_shape=(opts.seq_len,) if task == LANGUAGE_MODELING else (),
-        num_train=info.num_train,
-        num_validation=info.num_validation,
-        num_test=info.num_test,
-        vocab_size=tok.get_vocab_size(tokenizer),
-        pad_id=tok.get_pad_id(tokenizer),
+def _open_image_source(
+    opts: DataOptions, split: str, num_classes: int, in_memory: bool | None = None
+) -> pipeline.Source:
+    return image_source.open_image_source(
+        opts.name,
+        split,
+        data_dir=opts.data_dir,
+        validation_size=opts.validation_size,
+        num_classes=num_classes,
+        in_memory=opts.in_memory if in_memory is None else in_memory,
     )
 
 
-def create_train_iterator(opts: DataOptions, *, global_batch_size: int, num_classes: int) -> Any:
-    """Infinite shuffled per-process train batches; a grain iterator (get_state/set_state)."""
-    if get_task(opts.name, opts.data_dir) == IMAGE_CLASSIFICATION:
-        return pipeline.create_train_iterator(
-            opts.name,
-            data_dir=opts.data_dir,
-            validation_size=opts.validation_size,
-            global_batch_size=global_batch_size,
-            seed=opts.seed,
-            num_classes=num_classes,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-            prefetch=opts.prefetch,
-            in_memory=opts.in_memory,
-            augment_crop_pad=opts.augment_crop_pad,
-            augment_flip=opts.augment_flip,
-            sampling=opts.sampling,
-        )
-    if opts.sampling != "uniform" or opts.augment_crop_pad or opts.augment_flip:
-        raise DataError(
-            "data.sampling=balanced and image augmentation apply to image datasets; for text "
-            "use loss.class_weighting=balanced"
-        )
-    return _text().create_text_train_iterator(
+def _open_text_source(
+    opts: DataOptions, split: str, num_classes: int, *, train: bool
+) -> pipeline.Source:
+    return text_source.open_text_source(
         opts.name,
+        split,
         data_dir=opts.data_dir,
         tokenizer=load_tokenizer(opts.tokenizer, opts.data_dir),
         seq_len=opts.seq_len,
-        global_batch_size=global_batch_size,
-        seed=opts.seed,
-        num_classes=num_classes or None,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        prefetch=opts.prefetch,
-    )
-
-
-def create_eval_iterator(
-    opts: DataOptions, *, split: str, global_batch_size: int, num_classes: int
-) -> Iterator[dict[str, np.ndarray]]:
-    """One ordered pass over `split` ("validation" or "test"), padded with mask-0 rows."""
-    if get_task(opts.name, opts.data_dir) == IMAGE_CLASSIFICATION:
-        return pipeline.create_eval_iterator(
-            opts.name,
-            split=split,
-            data_dir=opts.data_dir,
-            validation_size=opts.validation_size,
-            global_batch_size=global_batch_size,
-            num_classes=num_classes,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-            in_memory=opts.in_memory,
-        )
-    return _text().create_text_eval_iterator(
-        opts.name,
-        split=split,
-        data_dir=opts.data_dir,
-        tokenizer=load_tokenizer(opts.tokenizer, opts.data_dir),
-        seq_len=opts.seq_len,
-        global_batch_size=global_batch_size,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
+        train=train,
         num_classes=num_classes or None,
     )
 
 
-def train_class_counts(opts: DataOptions, num_classes: int) -> np.ndarray:
-    """Examples per class in the train split (for balanced class weights and resampling)."""
-    if get_task(opts.name, opts.data_dir) == IMAGE_CLASSIFICATION:
-        labels = pipeline.train_labels(opts.name, opts.data_dir, opts.validation_size, num_classes)
-    else:
-        labels = _text().read_labels(opts.name, "train", opts.data_dir)
-    return np.bincount(labels, minlength=num_classes)
-
-
-def prepare_dataset(name: str, data_dir: str, manual_dir: str | None = None) -> None:
-    """Builds a built-in dataset (image or text) under data_dir; a no-op when already built."""
-    if name in pipeline.DATASETS:
-        pipeline.prepare_dataset(name, data_dir, manual_dir)
-    elif name in _text().TEXT_DATASETS:
-        _text().TEXT_DATASETS[name].prepare(data_dir, manual_dir)
-    else:
-        valid = [*pipeline.DATASETS, *_text().TEXT_DATASETS]
-        raise DataError(f"unknown dataset {name!r}; valid: {', '.join(valid)}")
+def _image_options(opts: DataOptions) -> pipeline.ImageOptions:
+    mean, std = registry.pixel_stats(opts.name, opts.data_dir)
+    return pipeline.ImageOptions(
+        pixel_mean=mean,
+        pixel_std=std,
+        augment_crop_pad=opts.augment_crop_pad,
+        augment_flip=opts.augment_flip,
+    )

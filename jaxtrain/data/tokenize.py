@@ -11,13 +11,15 @@ text) are skipped; they, truncated examples and unknown tokens are counted and l
 """
 
 import dataclasses
+import logging
 
 import numpy as np
 import tokenizers
-from absl import logging
 
 from jaxtrain.data import tokenizer as tokenizer_lib
 from jaxtrain.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,7 +167,7 @@ def _check_labels(labels: np.ndarray, where: str, num_classes: int) -> None:
 def _log_stats(split: TokenizedSplit) -> None:
     stats = split.stats
     if stats.num_truncated:
-        logging.warning(
+        log.warning(
             "%s: %d of %d examples (%.2f%%) truncated to %d tokens",
             split.where,
             stats.num_truncated,
@@ -174,7 +176,7 @@ def _log_stats(split: TokenizedSplit) -> None:
             split.seq_len,
         )
     if stats.num_unknown:
-        logging.warning(
+        log.warning(
             "%s: %d of %d tokens (%.3f%%) are the unknown token (text the tokenizer never saw)",
             split.where,
             stats.num_unknown,
@@ -182,4 +184,4 @@ def _log_stats(split: TokenizedSplit) -> None:
             100 * stats.num_unknown / stats.num_tokens,
         )
     if stats.num_empty:
-        logging.warning("%s: skipped %d empty records", split.where, stats.num_empty)
+        log.warning("%s: skipped %d empty records", split.where, stats.num_empty)

@@ -17,19 +17,19 @@ deterministic: the same texts and arguments write the same tokenizer.json.
 """
 
 import collections
+import logging
 import os
 import sys
-import time
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 import numpy as np
 import tokenizers
-from absl import logging
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from jaxtrain.data import fetch
 from jaxtrain.errors import DataError
+
+log = logging.getLogger(__name__)
 
 KINDS = ("bpe", "wordpiece", "char")
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
@@ -54,8 +54,8 @@ def train_tokenizer(
     min_frequency: int = 2,
 ) -> tokenizers.Tokenizer:
     """Trains a `kind` tokenizer on `texts` and saves it as tokenizer.json at `out_path`."""
-    tokenizer, _ = _train(kind, texts, vocab_size=vocab_size, min_frequency=min_frequency)
-    _save(tokenizer, out_path)
+    tokenizer, _ = fit_tokenizer(kind, texts, vocab_size=vocab_size, min_frequency=min_frequency)
+    save_tokenizer(tokenizer, out_path)
     return tokenizer
 
 
@@ -78,7 +78,7 @@ def load_tokenizer(path: str) -> tokenizers.Tokenizer:
     except Exception as err:  # tokenizers raises a bare Exception for any bad file.
         raise DataError(f"{path} is not a HF tokenizers tokenizer.json ({err})") from err
     if tokenizer.padding is not None or tokenizer.truncation is not None:
-        logging.info("%s: turned off its own padding/truncation; pipelines do both", path)
+        log.info("%s: turned off its own padding/truncation; pipelines do both", path)
     tokenizer.no_padding()
     tokenizer.no_truncation()
     return tokenizer
@@ -140,53 +140,10 @@ def count_unknown(tokenizer: tokenizers.Tokenizer, ids: np.ndarray) -> int:
     return 0 if unk is None else int(np.count_nonzero(ids == unk))
 
 
-def tokenizer_train_main(
-    kind: str,
-    corpus: str,
-    vocab_size: int,
-    out: str,
-    *,
-    data_dir: str,
-    min_frequency: int = 2,
-) -> dict[str, Any]:
-    """CLI `tokenizer train`: corpus is a text dataset name (its prepared train split) or a
-    path to a UTF-8 text file (one document). Returns a summary for the log."""
-    start = time.perf_counter()
-    texts = _read_corpus(corpus, data_dir)
-    tokenizer, stats = _train(kind, texts, vocab_size=vocab_size, min_frequency=min_frequency)
-    _save(tokenizer, out)
-    return {
-        "kind": kind,
-        "corpus": corpus,
-        "out": out,
-        "vocab_size": get_vocab_size(tokenizer),
-        "pad_id": get_pad_id(tokenizer),
-        **stats,
-        "seconds": round(time.perf_counter() - start, 3),
-    }
-
-
-def _read_corpus(corpus: str, data_dir: str) -> list[str]:
-    # Imported here because jaxtrain.data.text imports this module.
-    from jaxtrain.data import text
-
-    if corpus in text.TEXT_DATASETS:
-        return text.read_texts(corpus, "train", data_dir)
-    if not os.path.isfile(corpus):
-        raise DataError(
-            f"corpus {corpus!r} is neither a text dataset ({sorted(text.TEXT_DATASETS)}) nor a "
-            "text file"
-        )
-    try:
-        with open(corpus, encoding="utf-8") as f:
-            return [f.read()]
-    except UnicodeDecodeError as err:
-        raise DataError(f"corpus file {corpus} is not UTF-8 text ({err})") from err
-
-
-def _train(
-    kind: str, texts: Iterable[str], *, vocab_size: int, min_frequency: int
+def fit_tokenizer(
+    kind: str, texts: Iterable[str], *, vocab_size: int, min_frequency: int = 2
 ) -> tuple[tokenizers.Tokenizer, dict[str, int]]:
+    """Trains a `kind` tokenizer; returns it and counts of the documents it was trained on."""
     if kind not in KINDS:
         raise ValueError(f"Unknown tokenizer kind {kind!r}; valid kinds: {list(KINDS)}")
     if kind == "char" and vocab_size == 0:
@@ -209,8 +166,16 @@ def _train(
     if stats["num_documents"] == 0:
         raise DataError("no non-empty documents to train the tokenizer on")
     if stats["num_empty_skipped"]:
-        logging.warning("tokenizer training skipped %d empty documents", stats["num_empty_skipped"])
+        log.warning("tokenizer training skipped %d empty documents", stats["num_empty_skipped"])
     return tokenizer, stats
+
+
+def save_tokenizer(tokenizer: tokenizers.Tokenizer, out_path: str) -> None:
+    """Writes tokenizer.json at `out_path`, creating its folder."""
+    directory = os.path.dirname(os.path.abspath(out_path))
+    os.makedirs(directory, exist_ok=True)
+    tokenizer.save(out_path)
+    log.info("saved tokenizer (vocab %d) to %s", get_vocab_size(tokenizer), out_path)
 
 
 def _non_empty(texts: Iterable[str], stats: dict[str, int]) -> Iterator[str]:
@@ -271,7 +236,7 @@ def _train_char(texts: Iterator[str], size: int) -> tokenizers.Tokenizer:
     room = size - len(SPECIAL_TOKENS["char"])
     kept = sorted(counts, key=lambda c: (-counts[c], c))[:room]
     if len(counts) > room:
-        logging.warning(
+        log.warning(
             "char tokenizer: %d of %d distinct characters do not fit in vocab_size %d and "
             "will encode as [UNK]",
             len(counts) - room,
@@ -286,10 +251,3 @@ def _train_char(texts: Iterator[str], size: int) -> tokenizers.Tokenizer:
     tokenizer.decoder = decoders.Fuse()  # concatenate characters; no spaces inserted
     tokenizer.add_special_tokens(list(SPECIAL_TOKENS["char"]))
     return tokenizer
-
-
-def _save(tokenizer: tokenizers.Tokenizer, out_path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(directory, exist_ok=True)
-    tokenizer.save(out_path)
-    logging.info("saved tokenizer (vocab %d) to %s", get_vocab_size(tokenizer), out_path)

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxtrain.config import ConfigError
+from jaxtrain.models import settings as S
 from jaxtrain.models.attention import IMPLEMENTATIONS, dot_product_attention
 
 POOLINGS = ("mean", "cls")
@@ -33,47 +33,44 @@ _INIT = nnx.initializers.normal(0.02)
 
 @dataclasses.dataclass(frozen=True)
 class BertConfig:
-    """Architecture of a BERT encoder plus classifier head. MiniLM-L6: 6 x 384, 12 heads, 1536."""
+    """config.model for model.name=bert: a BERT encoder plus classifier head.
 
-    vocab_size: int
-    max_len: int  # number of position embeddings; inputs may be at most this long
-    num_layers: int
-    d_model: int
-    num_heads: int
-    d_ff: int
-    dropout: float  # embeddings, attention-output, FFN-output and pooled-feature dropout
-    num_classes: int
-    type_vocab_size: int = 2  # segment embeddings; inputs use segment 0 only
-    layer_norm_eps: float = 1e-12
-    pad_id: int = 0
+    MiniLM-L6 is 6 x 384, 12 heads, FFN 1536. pad_id comes from the tokenizer."""
+
+    vocab_size: int = S.dataset_default("vocab_size")  # 0: the tokenizer's vocabulary size
+    max_len: int = 256  # number of position embeddings; inputs may be at most this long
+    num_layers: int = 4
+    d_model: int = 256
+    num_heads: int = 4
+    d_ff: int = 1024
+    dropout: float = 0.1  # embeddings, attention-output, FFN-output and pooled-feature dropout
+    num_classes: int = 2
     pooling: str = "mean"  # "mean" | "cls"
     compute_dtype: str = "float32"  # "float32" | "bfloat16"
+    pretrained: str = ""  # a name in jaxtrain/models/pretrained.py, imported at init
+    type_vocab_size: int = 2  # segment embeddings; inputs use segment 0 only
+    layer_norm_eps: float = 1e-12
     attention_impl: str = "blocked"  # see jaxtrain.models.attention
+    pad_id: int = S.dataset_field("pad_id", 0)
 
     def __post_init__(self):
-        for name in ("vocab_size", "max_len", "num_layers", "d_model", "num_heads", "d_ff"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"bert.{name}: must be >= 1, got {getattr(self, name)}")
-        if self.d_model % self.num_heads:
-            raise ConfigError(
-                f"bert.d_model {self.d_model} is not divisible by bert.num_heads {self.num_heads}"
-            )
-        if self.pooling not in POOLINGS:
-            raise ConfigError(f"bert.pooling {self.pooling!r}; valid: {', '.join(POOLINGS)}")
-        if self.compute_dtype not in COMPUTE_DTYPES:
-            raise ConfigError(
-                f"bert.compute_dtype {self.compute_dtype!r}; valid: {', '.join(COMPUTE_DTYPES)}"
-            )
-        if self.attention_impl not in IMPLEMENTATIONS:
-            raise ConfigError(
-                f"bert.attention_impl {self.attention_impl!r}; valid: {', '.join(IMPLEMENTATIONS)}"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"bert.dropout must be in [0, 1), got {self.dropout}")
-        if not 0 <= self.pad_id < self.vocab_size:
-            raise ConfigError(f"bert.pad_id {self.pad_id} is outside [0, {self.vocab_size})")
-        if self.num_classes < 1:
-            raise ConfigError(f"bert.num_classes: must be >= 1, got {self.num_classes}")
+        S.check(self.vocab_size >= 0, "vocab_size", "must be >= 0 (0: the tokenizer's)")
+        S.check_positive(self, "max_len", "num_layers", "d_model", "num_heads", "d_ff")
+        S.check(
+            self.d_model % self.num_heads == 0,
+            "num_heads",
+            f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}",
+        )
+        S.check_choice(self.pooling, "pooling", POOLINGS)
+        S.check_choice(self.compute_dtype, "compute_dtype", tuple(COMPUTE_DTYPES))
+        S.check_choice(self.attention_impl, "attention_impl", tuple(IMPLEMENTATIONS))
+        S.check_dropout(self.dropout)
+        S.check(
+            self.vocab_size == 0 or 0 <= self.pad_id < self.vocab_size,
+            "vocab_size",
+            f"the pad id {self.pad_id} is outside [0, {self.vocab_size})",
+        )
+        S.check(self.num_classes >= 2, "num_classes", f"must be >= 2, got {self.num_classes}")
 
     @property
     def head_dim(self) -> int:

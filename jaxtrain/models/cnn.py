@@ -3,12 +3,51 @@
 Letters: B batch, H/W spatial, C channels, K classes.
 """
 
+import dataclasses
 from collections.abc import Sequence
 
 import jax
 from flax import nnx
 
+from jaxtrain.models import settings as S
 from jaxtrain.models.layers import Norm, get_initializer
+
+
+@dataclasses.dataclass(frozen=True)
+class CNNSettings:
+    """config.model for model.name=cnn."""
+
+    num_classes: int = 10
+    init: str = "he"
+    norm: str = "batchnorm"
+    dropout: float = 0.1
+    features: tuple[int, ...] = (32, 64)  # channels per stage
+    convs_per_stage: int = 1
+    hidden: int = 256  # width of the dense layer before the classifier
+    in_shape: tuple[int, ...] = S.dataset_field("input_shape", (28, 28, 1))
+
+    def __post_init__(self):
+        S.check(self.num_classes >= 2, "num_classes", f"must be >= 2, got {self.num_classes}")
+        S.check_choice(self.init, "init", S.INIT_NAMES)
+        S.check_choice(self.norm, "norm", S.NORM_NAMES)
+        S.check_dropout(self.dropout)
+        S.check_widths(tuple(self.features))
+        S.check_positive(self, "convs_per_stage", "hidden")
+        S.check(len(self.in_shape) == 3, "name", f"needs (H, W, C) images, got {self.in_shape}")
+
+
+def create_cnn(s: CNNSettings, *, rngs: nnx.Rngs) -> "CNN":
+    return CNN(
+        in_shape=tuple(s.in_shape),
+        features=tuple(s.features),
+        convs_per_stage=s.convs_per_stage,
+        hidden=s.hidden,
+        num_classes=s.num_classes,
+        init=s.init,
+        norm=s.norm,
+        dropout=s.dropout,
+        rngs=rngs,
+    )
 
 
 class ConvBlock(nnx.Module):

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
-from jaxtrain.config import ConfigError
+from jaxtrain.models import settings as S
 from jaxtrain.models.attention import IMPLEMENTATIONS, dot_product_attention
 
 POSITIONS = ("learned", "rope")
@@ -44,45 +44,45 @@ LN_EPS = 1e-5
 
 @dataclasses.dataclass(frozen=True)
 class GPTConfig:
-    vocab_size: int
-    max_len: int
-    num_layers: int
-    d_model: int
-    num_heads: int
-    d_ff: int
-    dropout: float
-    positions: str  # "learned" | "rope"
-    tie_embeddings: bool
-    compute_dtype: str  # "float32" | "bfloat16"
-    remat: bool
-    pad_id: int
+    """config.model for model.name=gpt (pad_id comes from the tokenizer)."""
+
+    vocab_size: int = S.dataset_default("vocab_size")  # 0: the tokenizer's vocabulary size
+    max_len: int = 256  # longest sequence (learned positions / KV cache size)
+    num_layers: int = 4
+    d_model: int = 256
+    num_heads: int = 4
+    d_ff: int = 1024
+    dropout: float = 0.1
+    positions: str = "learned"  # "learned" | "rope"
+    tie_embeddings: bool = True  # the output projection shares the input embedding
+    compute_dtype: str = "float32"  # or "bfloat16": float32 params, bf16 compute, f32 loss
+    remat: bool = False  # recompute block activations in the backward pass (saves memory)
     scaled_residual_init: bool = True  # GPT-2: out/down kernels ~ N(0, 0.02 / sqrt(2 N))
     attention_impl: str = "blocked"  # see jaxtrain.models.attention
+    pad_id: int = S.dataset_field("pad_id", 0)
 
     def __post_init__(self):
-        for name in ("vocab_size", "max_len", "num_layers", "d_model", "num_heads", "d_ff"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"gpt.{name}: must be >= 1, got {getattr(self, name)}")
-        if self.d_model % self.num_heads:
-            raise ConfigError(
-                f"gpt.d_model {self.d_model} is not divisible by gpt.num_heads {self.num_heads}"
-            )
-        if self.positions not in POSITIONS:
-            raise ConfigError(f"gpt.positions {self.positions!r}; valid: {', '.join(POSITIONS)}")
-        if self.positions == "rope" and (self.d_model // self.num_heads) % 2:
-            raise ConfigError("gpt.positions 'rope' needs an even head dim (d_model/num_heads)")
-        if self.compute_dtype not in COMPUTE_DTYPES:
-            raise ConfigError(
-                f"gpt.compute_dtype {self.compute_dtype!r}; valid: {', '.join(COMPUTE_DTYPES)}"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"gpt.dropout must be in [0, 1), got {self.dropout}")
-        if not 0 <= self.pad_id < self.vocab_size:
-            raise ConfigError(f"gpt.pad_id {self.pad_id} is outside [0, {self.vocab_size})")
-        if self.attention_impl not in IMPLEMENTATIONS:
-            raise ConfigError(
-                f"gpt.attention_impl {self.attention_impl!r}; valid: {', '.join(IMPLEMENTATIONS)}"
-            )
+        S.check(self.vocab_size >= 0, "vocab_size", "must be >= 0 (0: the tokenizer's)")
+        S.check_positive(self, "max_len", "num_layers", "d_model", "num_heads", "d_ff")
+        S.check(
+            self.d_model % self.num_heads == 0,
+            "num_heads",
+            f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}",
+        )
+        S.check_choice(self.positions, "positions", POSITIONS)
+        S.check(
+            self.positions != "rope" or (self.d_model // self.num_heads) % 2 == 0,
+            "positions",
+            "'rope' needs an even head dim (d_model / num_heads)",
+        )
+        S.check_choice(self.compute_dtype, "compute_dtype", tuple(COMPUTE_DTYPES))
+        S.check_dropout(self.dropout)
+        S.check(
+            self.vocab_size == 0 or 0 <= self.pad_id < self.vocab_size,
+            "vocab_size",
+            f"the pad id {self.pad_id} is outside [0, {self.vocab_size})",
+        )
+        S.check_choice(self.attention_impl, "attention_impl", tuple(IMPLEMENTATIONS))
 
     @property
     def head_dim(self) -> int:

@@ -1,11 +1,45 @@
 """A multilayer perceptron classifier."""
 
+import dataclasses
+import math
 from collections.abc import Sequence
 
 import jax
 from flax import nnx
 
+from jaxtrain.models import settings as S
 from jaxtrain.models.layers import Norm, get_initializer
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPSettings:
+    """config.model for model.name=mlp."""
+
+    num_classes: int = 10
+    init: str = "he"
+    norm: str = "batchnorm"
+    dropout: float = 0.1
+    features: tuple[int, ...] = (32, 64)  # hidden widths
+    in_shape: tuple[int, ...] = S.dataset_field("input_shape", (28, 28, 1))
+
+    def __post_init__(self):
+        S.check(self.num_classes >= 2, "num_classes", f"must be >= 2, got {self.num_classes}")
+        S.check_choice(self.init, "init", S.INIT_NAMES)
+        S.check_choice(self.norm, "norm", S.NORM_NAMES)
+        S.check_dropout(self.dropout)
+        S.check_widths(tuple(self.features))
+
+
+def create_mlp(s: MLPSettings, *, rngs: nnx.Rngs) -> "MLP":
+    return MLP(
+        in_features=math.prod(s.in_shape),
+        features=tuple(s.features),
+        num_classes=s.num_classes,
+        init=s.init,
+        norm=s.norm,
+        dropout=s.dropout,
+        rngs=rngs,
+    )
 
 
 class MLP(nnx.Module):

@@ -11,15 +11,54 @@ decides how names map to mesh axes.
 Letters: B batch, H/W spatial, C channels, K classes.
 """
 
+import dataclasses
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxtrain.models import settings as S
 from jaxtrain.models.layers import Norm, get_initializer
 
 CONV_AXES = ("kernel_h", "kernel_w", "conv_in", "conv_out")
+
+
+@dataclasses.dataclass(frozen=True)
+class ResNetSettings:
+    """config.model for model.name=resnet."""
+
+    num_classes: int = 10
+    init: str = "he"
+    norm: str = "batchnorm"
+    dropout: float = 0.1
+    features: tuple[int, ...] = (32, 64)  # stage widths
+    blocks_per_stage: int = 2
+    in_shape: tuple[int, ...] = S.dataset_field("input_shape", (28, 28, 1))
+
+    def __post_init__(self):
+        S.check(self.num_classes >= 2, "num_classes", f"must be >= 2, got {self.num_classes}")
+        S.check_choice(self.init, "init", S.INIT_NAMES)
+        S.check_choice(self.norm, "norm", S.NORM_NAMES)
+        S.check_dropout(self.dropout)
+        S.check_widths(tuple(self.features))
+        S.check_positive(self, "blocks_per_stage")
+        S.check(
+            len(self.in_shape) == 3, "name", f"resnet needs (H, W, C) images, got {self.in_shape}"
+        )
+
+
+def create_resnet(s: ResNetSettings, *, rngs: nnx.Rngs) -> "ResNet":
+    return ResNet(
+        in_shape=tuple(s.in_shape),
+        features=tuple(s.features),
+        blocks_per_stage=s.blocks_per_stage,
+        num_classes=s.num_classes,
+        init=s.init,
+        norm=s.norm,
+        dropout=s.dropout,
+        rngs=rngs,
+    )
 
 
 def _partitioned(init: jax.nn.initializers.Initializer, names: tuple[str, ...]):

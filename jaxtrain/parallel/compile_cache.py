@@ -12,7 +12,7 @@ import os
 import jax
 from jax.experimental.compilation_cache import compilation_cache
 
-from jaxtrain.config import ConfigError
+from jaxtrain.errors import ConfigError
 
 ENV_VAR = "JAXTRAIN_COMPILE_CACHE"
 DEFAULT_DIR = os.path.join("~", ".cache", "jaxtrain", "xla")

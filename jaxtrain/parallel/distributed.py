@@ -7,12 +7,11 @@ discover the coordinator, process count and process id itself.
 import logging
 import os
 import socket
-import sys
 import time
 
 import jax
 
-from jaxtrain.config import ConfigError
+from jaxtrain.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +40,11 @@ def _announce_and_check(address: str, num_processes: int, process_id: int, timeo
     if process_id == 0:
         # Process 0 hosts the coordinator; if the others never join, JAX aborts after the
         # timeout. Say what it is waiting for, so that abort is not a mystery.
-        print(
-            f"jaxtrain: process 0 waiting up to {timeout_s}s for {num_processes} processes to "
-            f"join at {address}",
-            file=sys.stderr,
-            flush=True,
+        log.info(
+            "process 0 waiting up to %ds for %d processes to join at %s",
+            timeout_s,
+            num_processes,
+            address,
         )
     elif not _reachable(host, int(port), timeout_s):
         raise ConfigError(

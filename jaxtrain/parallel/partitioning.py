@@ -28,7 +28,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxtrain.config import ConfigError
+from jaxtrain.errors import ConfigError
 from jaxtrain.parallel.sharding import FSDP_AXIS, MESH_AXES
 
 Rules = Sequence[tuple[str, str | Sequence[str]]]

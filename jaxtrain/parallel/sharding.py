@@ -17,7 +17,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxtrain.config import ConfigError
+from jaxtrain.errors import ConfigError
 
 DATA_AXIS = "data"
 FSDP_AXIS = "fsdp"

@@ -32,8 +32,9 @@ from flax import nnx
 from jaxtrain import data as data_lib
 from jaxtrain import models
 from jaxtrain.build import model_settings
-from jaxtrain.config import ConfigError, validate_config
+from jaxtrain.config import validate_config
 from jaxtrain.data.loader import DatasetInfo
+from jaxtrain.errors import ConfigError
 from jaxtrain.parallel import sharding
 from jaxtrain.tools import estimate
 from jaxtrain.tools import flops as flops_lib
@@ -191,7 +192,7 @@ def make_hand_loop(c: ml_collections.ConfigDict, info: DatasetInfo, mesh):
         tx = _hand_optimizer(c)
     except ConfigError as e:
         return None, str(e)
-    create = models.model_factory(model_settings(c, info))
+    create = models.create_model_factory(model_settings(c, info))
     graphdef, _, _ = nnx.split(nnx.eval_shape(lambda: create(nnx.Rngs(0))), nnx.Param, ...)
     seed, smoothing = c.seed, c.loss.label_smoothing
 
@@ -382,20 +383,3 @@ def format_benchmark(r: dict[str, Any]) -> str:
         rows.append(("hand-written jit loop", f"skipped: {r['hand']['skipped']}"))
     lines = ["| measure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
     return "\n".join(lines)
-
-
-def bench_main(
-    config: ml_collections.ConfigDict,
-    steps: int = 200,
-    warmup: int = 20,
-    out: str = "",
-    repeats: int = 1,
-) -> dict[str, Any]:
-    """`python -m jaxtrain bench`: runs, prints the table, writes JSON to `out` if given."""
-    result = run_benchmark(
-        config, steps=steps, warmup=warmup, out_json=out or None, repeats=repeats
-    )
-    print(format_benchmark(result))
-    if out:
-        print(f"wrote {out}")
-    return result

@@ -21,8 +21,9 @@ import ml_collections
 from jaxtrain import data as data_lib
 from jaxtrain import ensemble
 from jaxtrain.build import create_state_and_steps, model_settings
-from jaxtrain.config import TEXT_MODELS, ConfigError, validate_against_dataset, validate_config
+from jaxtrain.config import validate_against_dataset, validate_config
 from jaxtrain.data.loader import LANGUAGE_MODELING, DatasetInfo
+from jaxtrain.errors import ConfigError
 from jaxtrain.parallel import sharding
 from jaxtrain.tools import flops as flops_lib
 from jaxtrain.train import data_options
@@ -87,9 +88,9 @@ def count_step_flops(
 def analytic_step_flops(c: ml_collections.ConfigDict, info: DatasetInfo) -> float | None:
     """6 N T + 12 n_layers d_model L T of one step for transformers (N = matmul weights: the
     blocks' kernels, plus the output projection for a language model), else None."""
-    if c.model.name not in TEXT_MODELS:
-        return None
     settings = model_settings(c, info)
+    if not hasattr(settings, "d_ff"):  # not a transformer
+        return None
     d, f, layers = settings.d_model, settings.d_ff, settings.num_layers
     n = layers * (4 * d * d + 2 * d * f)
     if info.task == LANGUAGE_MODELING:
@@ -219,7 +220,7 @@ def format_estimate(estimate: dict[str, Any], other: dict[str, Any] | None = Non
     return "\n".join(lines)
 
 
-def estimate_main(
+def estimate_config_cost(
     config: ml_collections.ConfigDict,
     *,
     hardware: str,
@@ -229,7 +230,7 @@ def estimate_main(
     compare_price: float | None = None,
     num_devices: int | None = None,
 ) -> dict[str, Any]:
-    """Compiles the config's train step (without running it), prints and returns the estimate.
+    """Compiles the config's train step (without running it) and returns the estimate.
 
     `num_devices` defaults to config.num_devices, or 1 when that is -1 (all devices).
     """
@@ -251,26 +252,33 @@ def estimate_main(
         dtype=compute_dtype(c),
     )
     other = compare(est, compare_to, price_per_hour=compare_price) if compare_to else None
-    analytic = analytic_step_flops(c, info)
-    note = " (a LOWER BOUND: the step holds a scan)" if lower_bound else ""
-    print(
-        f"{c.model.name} on {c.data.name}: batch {c.batch_size}, {c.total_steps:,} steps; "
-        f"FLOPs/step from XLA's count of the compiled train step{note}"
-    )
-    if analytic:
-        print(f"analytic 6NT + attention: {analytic:.4g} FLOPs/step ({step_flops / analytic:.2f}x)")
-    print(format_estimate(est, other))
     return {
         "estimate": est,
         "compare": other,
         "flops_lower_bound": lower_bound,
-        "analytic_flops_per_step": analytic,
+        "analytic_flops_per_step": analytic_step_flops(c, info),
     }
+
+
+def format_estimate_report(config: ml_collections.ConfigDict, result: dict[str, Any]) -> str:
+    """What `python -m jaxtrain estimate` prints: the run, the FLOPs source, the table."""
+    c, est = config, result["estimate"]
+    note = " (a LOWER BOUND: the step holds a scan)" if result["flops_lower_bound"] else ""
+    lines = [
+        f"{c.model.name} on {c.data.name}: batch {c.batch_size}, {c.total_steps:,} steps; "
+        f"FLOPs/step from XLA's count of the compiled train step{note}"
+    ]
+    analytic = result["analytic_flops_per_step"]
+    if analytic:
+        ratio = est["flops_per_step"] / analytic
+        lines.append(f"analytic 6NT + attention: {analytic:.4g} FLOPs/step ({ratio:.2f}x)")
+    lines.append(format_estimate(est, result["compare"]))
+    return "\n".join(lines)
 
 
 def compute_dtype(c: ml_collections.ConfigDict) -> str:
     # Image models have no compute_dtype setting and always compute in float32.
-    return c.model.compute_dtype if c.model.name in TEXT_MODELS else "float32"
+    return c.model.compute_dtype if "compute_dtype" in c.model else "float32"
 
 
 def dataset_info(c: ml_collections.ConfigDict) -> DatasetInfo:

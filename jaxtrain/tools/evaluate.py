@@ -19,6 +19,7 @@ from jaxtrain.build import (
 from jaxtrain.checkpoint import Checkpointer
 from jaxtrain.config import get_config
 from jaxtrain.errors import CheckpointError
+from jaxtrain.models.registry import family_config_of, model_config
 from jaxtrain.parallel import sharding
 from jaxtrain.train import data_options, evaluate_split
 from jaxtrain.writers import write_json
@@ -33,7 +34,12 @@ def _load_run_config(workdir: str) -> ml_collections.ConfigDict:
             saved = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: cannot read the run's config ({e})") from e
-    return ml_collections.ConfigDict(_merge(get_config().to_dict(), saved))
+    base = get_config()
+    if isinstance(saved.get("model"), dict) and "name" in saved["model"]:
+        # config.model holds the run's family's fields; older runs saved every family's.
+        saved["model"] = family_config_of(saved["model"])
+        base.model = model_config(saved["model"]["name"])
+    return ml_collections.ConfigDict(_merge(base.to_dict(), saved))
 
 
 def _merge(base: dict, saved: dict) -> dict:
@@ -116,5 +122,4 @@ def evaluate_checkpoint(workdir: str, which: str) -> dict[str, float]:
         if confusion is not None:
             record["test/confusion_rows_true_cols_pred"] = confusion.tolist()
         write_json(out, record)
-        print(json.dumps(result), flush=True)
     return result

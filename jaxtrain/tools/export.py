@@ -15,7 +15,6 @@ from flax import nnx
 
 from jaxtrain import data as data_lib
 from jaxtrain.build import resolve_data_dir
-from jaxtrain.data import pipeline
 from jaxtrain.errors import CheckpointError
 from jaxtrain.step import TrainState
 from jaxtrain.tools import quantize
@@ -63,7 +62,7 @@ def export_model(workdir: str, which: str, out: str, *, int8: bool = False) -> d
             "re-run with num_seeds=1 and the chosen seed"
         )
     if info.task == data_lib.IMAGE_CLASSIFICATION:
-        mean, std = pipeline.pixel_stats(
+        mean, std = data_lib.pixel_stats(
             run.config.data.name, resolve_data_dir(run.config.data.data_dir)
         )
         make = quantize.quantized_inference_fn if int8 else inference_fn
@@ -88,5 +87,4 @@ def export_model(workdir: str, which: str, out: str, *, int8: bool = False) -> d
         "int8": int8,
         "classes": list(info.class_names),
     }
-    print(summary, flush=True)
     return summary

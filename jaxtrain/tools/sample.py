@@ -18,8 +18,11 @@ import numpy as np
 from flax import nnx
 from jax import lax
 
+from jaxtrain import data as data_lib
+from jaxtrain.build import resolve_data_dir
 from jaxtrain.errors import DataError
 from jaxtrain.models.gpt import GPT, GPTConfig
+from jaxtrain.tools.evaluate import restore_run_state
 
 
 def check_generate_args(
@@ -154,10 +157,6 @@ def sample_from_run(
 
     The run's own tokenizer (config.data.tokenizer) encodes the prompt and decodes the output.
     """
-    from jaxtrain import data as data_lib
-    from jaxtrain.build import resolve_data_dir
-    from jaxtrain.tools.evaluate import restore_run_state
-
     run = restore_run_state(workdir, which)
     if run.config.model.name != "gpt":
         raise DataError(f"{workdir} trained a {run.config.model.name!r}; sampling needs a gpt run")

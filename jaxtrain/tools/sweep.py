@@ -21,6 +21,7 @@ config, overrides, space, method, seed or trial count is refused.
 import csv
 import importlib.util
 import json
+import logging
 import math
 import os
 import signal
@@ -32,7 +33,8 @@ from typing import Any
 
 import ml_collections
 
-from jaxtrain.config import ConfigError, validate_config
+from jaxtrain.config import validate_config
+from jaxtrain.errors import ConfigError
 from jaxtrain.tools.sweep_space import (
     apply_overrides,
     format_value,
@@ -44,6 +46,7 @@ from jaxtrain.tools.sweep_space import (
 from jaxtrain.writers import write_json
 
 _STDERR_TAIL = 2000
+log = logging.getLogger(__name__)
 
 
 def load_experiment(config_file: str) -> tuple[ml_collections.ConfigDict, dict | None]:
@@ -145,7 +148,7 @@ def run_sweep(
     for name, overrides in zip(names, points, strict=True):
         if _read_final(os.path.join(workdir, name)) is not None:
             results[name] = {"status": "done", "reused": True}
-            print(f"[sweep] {name}: already finished, skipped", flush=True)
+            log.info("[sweep] %s: already finished, skipped", name)
         else:
             todo.append((name, overrides))
     results.update(_run_trials(todo, workdir, command, config_file, config_overrides, parallel))
@@ -176,7 +179,7 @@ def _run_trials(todo, workdir, command, config_file, fixed, parallel) -> dict[st
                 err = open(os.path.join(trial_dir, "train_stderr.log"), "ab")  # noqa: SIM115
                 proc = subprocess.Popen(argv, stdout=out, stderr=err)
                 running[name] = (proc, out, err, time.perf_counter())
-                print(f"[sweep] {name}: started", flush=True)
+                log.info("[sweep] %s: started", name)
             for name, (proc, out, err, t0) in list(running.items()):
                 if proc.poll() is None:
                     continue
@@ -202,11 +205,11 @@ def _run_trials(todo, workdir, command, config_file, fixed, parallel) -> dict[st
 def _trial_result(workdir: str, name: str, returncode: int, seconds: float) -> dict[str, Any]:
     trial_dir = os.path.join(workdir, name)
     if returncode == 0 and _read_final(trial_dir) is not None:
-        print(f"[sweep] {name}: done in {seconds:.1f}s", flush=True)
+        log.info("[sweep] %s: done in %.1fs", name, seconds)
         return {"status": "done", "returncode": 0, "seconds": seconds}
     tail = _tail(os.path.join(trial_dir, "train_stderr.log"))
     last = tail.strip().splitlines()[-1] if tail.strip() else ""
-    print(f"[sweep] {name}: FAILED with exit code {returncode}: {last}", flush=True)
+    log.warning("[sweep] %s: FAILED with exit code %d: %s", name, returncode, last)
     return {"status": "failed", "returncode": returncode, "seconds": seconds, "stderr_tail": tail}
 
 
@@ -237,7 +240,7 @@ def write_summary(
     if done and all(row[metric] is None for row in done):
         final = _read_final(os.path.join(workdir, done[0]["trial"])) or {}
         known = sorted(k for k in final if k.startswith("validation/"))
-        print(f"[sweep] warning: no trial reports {metric}; they report {known}", flush=True)
+        log.warning("[sweep] no trial reports %s; they report %s", metric, known)
     sign = -1.0 if mode == "max" else 1.0
 
     def rank(item):
@@ -279,7 +282,7 @@ def _write_markdown(path: str, columns, rows, metric: str, mode: str) -> None:
         f.write("\n".join(lines) + "\n")
 
 
-def sweep_main(
+def run_sweep_from_flags(
     config_file: str,
     workdir: str,
     *,
@@ -292,7 +295,9 @@ def sweep_main(
     mode: str = "",
     config_overrides: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-    """CLI entry. `grid`/`random`: the --grid/--random flag values (PATH=SPEC, see
+    """`python -m jaxtrain sweep`: run_sweep over the space of the flags; returns its rows.
+
+    `grid`/`random`: the --grid/--random flag values (PATH=SPEC, see
     sweep_space.parse_space_flags); any --random makes a random sweep, where --grid paths become
     uniform choices. Without flags the space is get_sweep()'s.
 
@@ -330,5 +335,4 @@ def sweep_main(
         mode=mode or sweep.get("mode", checkpoint.best_mode),
         config_overrides=config_overrides,
     )
-    print(f"[sweep] summary: {os.path.join(workdir, 'summary.md')}", flush=True)
     return rows

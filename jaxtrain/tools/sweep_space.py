@@ -20,7 +20,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from jaxtrain.config import ConfigError
+from jaxtrain.errors import ConfigError
 
 METHODS = ("grid", "random")
 DISTRIBUTIONS = ("uniform", "log_uniform")

@@ -6,13 +6,15 @@ class balance and pixel mean, because Debian re-gzipped the files and gzip check
 """
 
 import gzip
+import logging
 import os
 
 import numpy as np
 import tensorflow_datasets as tfds
-from absl import logging
 
 from jaxtrain.errors import DataError
+
+log = logging.getLogger(__name__)
 
 NAME = "jaxtrain_fashion_mnist"
 CLASS_NAMES = (
@@ -171,7 +173,7 @@ def _locate_files(dl_manager: tfds.download.DownloadManager) -> dict[str, str]:
     manual_dir = _manual_dir(dl_manager)
     for source_dir in (manual_dir, SYSTEM_DIR):
         if source_dir and _has_all_files(source_dir):
-            logging.info("Reading Fashion-MNIST IDX files from %s", source_dir)
+            log.info("Reading Fashion-MNIST IDX files from %s", source_dir)
             return {f: os.path.join(source_dir, f) for f in IDX_FILES}
     try:
         paths = dl_manager.download({f: UPSTREAM_URL + f for f in IDX_FILES})

@@ -26,16 +26,18 @@ Preparing again with the same source and options is a no-op; anything else is re
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 
 import numpy as np
 import tensorflow_datasets as tfds
-from absl import logging
 
 from jaxtrain.data.builders import user_files
 from jaxtrain.errors import DataError
+
+log = logging.getLogger(__name__)
 
 VERSION = "1.0.0"
 SPLITS = ("train", "validation", "test")
@@ -93,7 +95,7 @@ def prepare_text_dataset(
     overwrite: bool = False,
 ) -> str:
     """Builds `<data_dir>/<name>/1.0.0/` from a .csv or .jsonl file; returns that directory."""
-    _check_name(name)
+    check_name(name)
     _check_split(split)
     options = dict(kind="text", columns=[text_column, label_column], split=list(split))
     options |= dict(seed=seed, labels=labels, skip_empty=skip_empty)
@@ -130,7 +132,7 @@ def prepare_image_folder(
     overwrite: bool = False,
 ) -> str:
     """Builds `<data_dir>/<name>/1.0.0/` from folder/<class>/<image files>; returns that dir."""
-    _check_name(name)
+    check_name(name)
     _check_split(split)
     size = user_files.parse_image_size(image_size)
     files, class_names = user_files.list_image_folder(folder)
@@ -168,7 +170,7 @@ def builder_dir(name: str, data_dir: str) -> str:
 
 def open_user_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
     """The prepared dataset `name` (read-only; no TensorFlow, no builder class needed)."""
-    _check_name(name)
+    check_name(name)
     directory = builder_dir(name, data_dir)
     if not os.path.isfile(os.path.join(directory, "dataset_info.json")):
         raise FileNotFoundError(
@@ -224,7 +226,7 @@ def _drop_empty(rows: list[tuple[int, str, object]], path: str, skip: bool) -> l
             "pass skip_empty=True to drop them"
         )
     if empty:
-        logging.info("%s: dropped %d rows with empty text", path, len(empty))
+        log.info("%s: dropped %d rows with empty text", path, len(empty))
     return [r for r in rows if r[1].strip()]
 
 
@@ -254,7 +256,7 @@ def _build(name: str, data_dir: str, spec: _Prepared) -> str:
     builder = UserDataset(name=name, data_dir=data_dir, spec=spec)
     builder.download_and_prepare(file_format="array_record")
     sizes = spec.metadata["split_sizes"]
-    logging.info("prepared user dataset %s in %s: %s", name, builder.data_dir, sizes)
+    log.info("prepared user dataset %s in %s: %s", name, builder.data_dir, sizes)
     return os.fspath(builder.data_dir)
 
 
@@ -292,7 +294,8 @@ def _fingerprint(options: dict, paths: list[str], root: str | None = None) -> st
     return digest.hexdigest()
 
 
-def _check_name(name: str) -> None:
+def check_name(name: str) -> None:
+    """Fails unless `name` (the NAME of user:NAME) is lower_snake_case."""
     if not _NAME_RE.match(name):
         raise DataError(
             f"dataset name {name!r} must be lower_snake_case (letters, digits, _; starting with "
