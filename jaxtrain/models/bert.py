@@ -2,7 +2,7 @@
 
 Layer for layer it matches HuggingFace BERT, so pretrained checkpoints such as all-MiniLM-L6-v2
 load through jaxtrain/models/hf_import.py and reproduce the PyTorch hidden states
-(tests/test_bert.py checks every layer to 1e-5).
+(tests/e2e/test_bert.py checks every layer to 1e-5).
 
 Letters: B batch, L query length, S key length (= L), D d_model, H heads, E head dim (D / H),
 F feed-forward width, K classes, V vocabulary.
@@ -68,7 +68,7 @@ class BertConfig:
         S.check(
             self.vocab_size == 0 or 0 <= self.pad_id < self.vocab_size,
             "vocab_size",
-            f"the pad id {self.pad_id} is outside [0, {self.vocab_size})",
+            f"the tokenizer's pad_id {self.pad_id} is outside [0, {self.vocab_size})",
         )
         S.check(self.num_classes >= 2, "num_classes", f"must be >= 2, got {self.num_classes}")
 

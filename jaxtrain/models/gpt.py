@@ -80,7 +80,7 @@ class GPTConfig:
         S.check(
             self.vocab_size == 0 or 0 <= self.pad_id < self.vocab_size,
             "vocab_size",
-            f"the pad id {self.pad_id} is outside [0, {self.vocab_size})",
+            f"the tokenizer's pad_id {self.pad_id} is outside [0, {self.vocab_size})",
         )
         S.check_choice(self.attention_impl, "attention_impl", tuple(IMPLEMENTATIONS))
 

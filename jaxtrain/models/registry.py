@@ -101,6 +101,6 @@ def _check_known(name: str, values: dict[str, Any]) -> None:
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ConfigError(
-            f"config.model.{unknown[0]} is not a field of model {name!r} (its fields: "
-            f"{', '.join(known)}); start from jaxtrain.models.model_config({name!r})"
+            f"config.model.name: model {name!r} has no field {unknown[0]!r} (its fields: "
+            f"{', '.join(known)}); build config.model with jaxtrain.models.model_config({name!r})"
         )

@@ -12,7 +12,9 @@ from jaxtrain.models import model_config
 from jaxtrain.train import train_and_evaluate
 from jaxtrain.writers import read_metrics
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.multidevice  # every test here needs 8 devices
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA_DIR = os.environ.get("JAXTRAIN_DATA_DIR", os.path.join(REPO, ".data", "tfds"))
 
 

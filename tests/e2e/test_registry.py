@@ -3,6 +3,7 @@ nowhere else) is accepted by config validation and trains end to end."""
 
 import dataclasses
 import math
+import os
 
 import jax
 import pytest
@@ -83,3 +84,18 @@ def test_an_unregistered_dataset_is_refused_with_the_valid_names():
         validate_config(c, num_devices=1)
     c.data.name = "shakespeare_by_work"  # in the registry: accepted (it was refused before)
     validate_config(c, num_devices=1)
+
+
+def test_the_docs_name_every_registered_model_dataset_and_weights():
+    """docs/ lists what the registries hold; a new entry without its docs line fails here."""
+    from jaxtrain.models.pretrained import PRETRAINED
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(repo, "docs", "training.md")) as f:
+        models_doc = f.read()
+    with open(os.path.join(repo, "docs", "data.md")) as f:
+        data_doc = f.read()
+    for name in model_registry.model_names():
+        assert f"`{name}`" in models_doc, f"docs/training.md does not name model {name!r}"
+    for name in (*data_registry.dataset_names(), *PRETRAINED):
+        assert f"`{name}`" in data_doc, f"docs/data.md does not name {name!r}"

@@ -14,7 +14,7 @@ from jaxtrain.config import get_config
 from jaxtrain.train import train_and_evaluate
 from jaxtrain.writers import read_metrics
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA_DIR = os.environ.get("JAXTRAIN_DATA_DIR", os.path.join(REPO, ".data", "tfds"))
 
 
@@ -47,6 +47,7 @@ def test_same_seed_is_bitwise_reproducible(tmp_path):
     assert not np.array_equal(params_digest(a.state), params_digest(c.state))
 
 
+@pytest.mark.multidevice
 def test_one_and_eight_devices_give_the_same_loss_curve(tmp_path):
     one = train_and_evaluate(_tiny_config(num_devices=1), str(tmp_path / "1"), progress=False)
     eight = train_and_evaluate(_tiny_config(num_devices=8), str(tmp_path / "8"), progress=False)
@@ -101,6 +102,34 @@ def test_cli_end_to_end_writes_the_workdir_contract(tmp_path):
     cm = json.loads((workdir / "eval" / "confusion_test_step30.json").read_text())
     assert np.array(cm["rows_true_cols_pred"]).sum() == 10000
     assert any(p.startswith("events.out.tfevents") for p in os.listdir(workdir / "tensorboard"))
+
+
+def test_smoke_run_clips_the_warmup_and_evaluates_a_few_batches(tmp_path):
+    """The demo's 200-step warmup with total_steps=30: one warning line, and the run trains.
+    eval_steps=2 evaluates two batches of eval_batch_size=500 per split."""
+    workdir = tmp_path / "smoke"
+    out = _cli(
+        "train",
+        "--config",
+        "experiments/fashion_mnist_cnn.py",
+        "--workdir",
+        str(workdir),
+        "--config.total_steps=30",
+        "--config.eval_every=30",
+        "--config.eval_steps=2",
+        "--config.eval_batch_size=500",
+        "--config.model.features=(8, 16)",
+        "--noprogress",
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    warnings = [line for line in out.stderr.splitlines() if "warmup" in line]
+    assert warnings == [
+        "warning: optimizer.warmup_steps=200 is not shorter than total_steps=30; clipped to 29"
+    ]
+    assert "done: 30 steps" in out.stdout and "(first 2 eval batches)" in out.stdout
+    for split in ("validation", "test"):
+        cm = json.loads((workdir / "eval" / f"confusion_{split}_step30.json").read_text())
+        assert np.array(cm["rows_true_cols_pred"]).sum() == 2 * 500
 
 
 def test_cli_missing_dataset_says_how_to_prepare(tmp_path):

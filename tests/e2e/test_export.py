@@ -15,7 +15,7 @@ from jaxtrain.tools.evaluate import restore_run_state
 from jaxtrain.tools.export import export_model, inference_fn
 from jaxtrain.train import train_and_evaluate
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA_DIR = os.environ.get("JAXTRAIN_DATA_DIR", os.path.join(REPO, ".data", "tfds"))
 
 LOADER = """

@@ -29,7 +29,9 @@ from jaxtrain.tools import estimate
 from jaxtrain.train import train_and_evaluate
 from jaxtrain.writers import read_metrics
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.multidevice  # every test here needs 8 devices
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA_DIRS = [
     d for d in (os.environ.get("JAXTRAIN_DATA_DIR"), os.path.join(REPO, ".data/tfds")) if d
 ]
@@ -108,9 +110,10 @@ def lm(tmp_path_factory):
 
 def _gpt_config(shape=(-1, 1, 1)):
     c = get_config()
-    m = c.model
-    m.name, m.num_layers, m.d_model, m.num_heads, m.d_ff = "gpt", 2, 64, 4, 256
-    m.max_len, m.dropout = SEQ_LEN, 0.1  # dropout on: its keys must not depend on the mesh
+    # dropout on: its keys must not depend on the mesh
+    c.model = model_config(
+        "gpt", num_layers=2, d_model=64, num_heads=4, d_ff=256, max_len=SEQ_LEN, dropout=0.1
+    )
     c.batch_size, c.eval_batch_size, c.data.seq_len = BATCH, BATCH, SEQ_LEN
     o = c.optimizer
     o.learning_rate, o.weight_decay, o.clip_norm = 3e-3, 0.1, 1.0  # clipping: a global norm

@@ -17,7 +17,7 @@ from jaxtrain.data.builders.user_data import (
 )
 from jaxtrain.errors import DataError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FM_DIR = os.path.join(
     os.environ.get("JAXTRAIN_DATA_DIR", os.path.join(REPO, ".data", "tfds")),
     "jaxtrain_fashion_mnist",

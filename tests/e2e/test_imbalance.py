@@ -19,7 +19,7 @@ from jaxtrain.metrics import balanced_class_weights
 from jaxtrain.models import model_config
 from jaxtrain.train import train_and_evaluate
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FMNIST_DIR = os.environ.get("JAXTRAIN_DATA_DIR", os.path.join(REPO, ".data", "tfds"))
 COUNTS = {6: 3000, 0: 150, 4: 150}  # class id in Fashion-MNIST -> images kept
 

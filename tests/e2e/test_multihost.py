@@ -13,7 +13,7 @@ import numpy as np
 
 from jaxtrain.writers import read_metrics
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA_DIR = os.environ.get("JAXTRAIN_DATA_DIR", os.path.join(REPO, ".data", "tfds"))
 ARGS = [
     "--config", "experiments/fashion_mnist_cnn.py",

@@ -26,7 +26,7 @@ from jaxtrain.models import hf_import
 from jaxtrain.models.bert import BertClassifier, BertConfig, BertEncoder
 from jaxtrain.parallel import sharding
 
-REFERENCE = os.path.join(os.path.dirname(__file__), "data", "minilm_reference.npz")
+REFERENCE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "minilm_reference.npz")
 TOL = 1e-5
 
 TINY = BertConfig(
@@ -205,11 +205,11 @@ def test_all_pad_row_is_finite_and_bf16_runs():
 
 def test_bad_config_and_too_long_input():
     for field, value, match in (
-        ("pooling", "max", "bert.pooling 'max'; valid: mean, cls"),
-        ("num_heads", 3, "bert.d_model 8 is not divisible by bert.num_heads 3"),
-        ("compute_dtype", "float16", "valid: float32, bfloat16"),
-        ("pad_id", 40, r"bert.pad_id 40 is outside \[0, 40\)"),
-        ("dropout", 1.0, r"bert.dropout must be in \[0, 1\)"),
+        ("pooling", "max", "config.model.pooling: 'max' is not one of mean, cls"),
+        ("num_heads", 3, "config.model.num_heads: d_model=8 is not divisible by num_heads=3"),
+        ("compute_dtype", "float16", "is not one of float32, bfloat16"),
+        ("pad_id", 40, r"pad_id 40 is outside \[0, 40\)"),
+        ("dropout", 1.0, r"config.model.dropout: must be in \[0, 1\)"),
     ):
         with pytest.raises(ConfigError, match=match):
             BertConfig(**{**TINY.__dict__, field: value})
@@ -218,6 +218,7 @@ def test_bad_config_and_too_long_input():
         _logits(model, jnp.ones((1, 17), jnp.int32))
 
 
+@pytest.mark.multidevice
 def test_jit_on_8_devices_replicated_params():
     mesh = sharding.create_mesh(8)
     cfg = TINY

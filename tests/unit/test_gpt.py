@@ -241,6 +241,7 @@ def test_logical_axis_metadata():
         assert len(spec) == leaf[...].ndim and set(spec) <= LOGICAL_AXES, (name, spec)
 
 
+@pytest.mark.multidevice
 def test_jits_on_eight_devices_replicated():
     assert jax.device_count() == 8
     mesh = Mesh(np.array(jax.devices()), ("data",), axis_types=(AxisType.Auto,))

@@ -91,6 +91,7 @@ def test_compiled_flops_of_matmul_is_2mkn(m, k, n):
     assert got == pytest.approx(2 * m * k * n, rel=0.01)
 
 
+@pytest.mark.multidevice
 def test_compiled_flops_is_per_device_when_sharded():
     mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
     fn = jax.jit(

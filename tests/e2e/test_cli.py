@@ -161,8 +161,8 @@ def test_verbosity_1_shows_other_libraries_info(tmp_path, verbosity):
 LOGGING_SCRIPT = """
 import logging, sys
 from absl import logging as absl_logging
-from jaxtrain import cli
-cli._setup_logging(int(sys.argv[1]))
+from jaxtrain.logs import setup_logging
+setup_logging(int(sys.argv[1]))
 logging.getLogger("jaxtrain.train").info("ours-info")
 logging.getLogger("jaxtrain.tools.sweep").warning("ours-warning")
 logging.getLogger("orbax").info("their-info")

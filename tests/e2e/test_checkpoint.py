@@ -26,7 +26,7 @@ from jaxtrain.train import data_options
 from jaxtrain.warm_start import warm_start
 from jaxtrain.writers import read_metrics
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA_DIR = os.environ.get("JAXTRAIN_DATA_DIR", os.path.join(REPO, ".data", "tfds"))
 # A small CNN with batchnorm, dropout and shuffled data: everything that could break resume.
 BASE_ARGS = [
@@ -96,7 +96,9 @@ def _wait_for(path, proc, timeout=180):
 
 
 # The 8-device variant repeats the 1-device one on a sharded mesh; slow (about a minute).
-@pytest.mark.parametrize("num_devices", [1, pytest.param(8, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "num_devices", [1, pytest.param(8, marks=[pytest.mark.slow, pytest.mark.multidevice])]
+)
 def test_sigkill_then_rerun_is_bitwise_identical(tmp_path, num_devices):
     extra = (f"--config.num_devices={num_devices}", "--config.total_steps=80")
     ref = _run(tmp_path / "ref", *extra)
@@ -210,6 +212,7 @@ def test_check_compatible_names_fields():
     check_compatible(saved, get_config().to_dict(), "here")
 
 
+@pytest.mark.multidevice
 @pytest.mark.parametrize("save_devices, restore_devices", [(8, 1), (1, 8)])
 def test_restore_reshards_between_mesh_sizes(tmp_path, save_devices, restore_devices):
     c = get_config()
@@ -251,7 +254,7 @@ def _state(features=(8, 16), name="cnn", norm="batchnorm", seed=0):
     c.seed = seed
     cnn_only = {"hidden": 32} if name == "cnn" else {}
     c.model = model_config(name, features=features, norm=norm, **cnn_only)
-    state, _, _ = create_state_and_steps(c, sharding.create_mesh(8), _fmnist_info(c))
+    state, _, _ = create_state_and_steps(c, sharding.create_mesh(-1), _fmnist_info(c))
     return state
 
 

@@ -130,6 +130,7 @@ def test_dropout_only_in_train_mode():
     np.testing.assert_array_equal(e1, e2)
 
 
+@pytest.mark.multidevice
 def test_jit_replicated_params_on_8_devices_matches_one_device():
     assert jax.device_count() == 8
     graphdef, params, rest = _split()

@@ -59,7 +59,7 @@ def _run_steps(c, num_devices: int, batches) -> tuple:
     return state, history
 
 
-@pytest.mark.parametrize("num_devices", [1, 8])
+@pytest.mark.parametrize("num_devices", [1, pytest.param(8, marks=pytest.mark.multidevice)])
 def test_grad_accumulation_equals_big_batch(num_devices):
     batches = [_batch(64, seed=s) for s in range(3)]
     big, h_big = _run_steps(_mlp_config(accum=1), num_devices, batches)
@@ -121,7 +121,7 @@ def test_unknown_dropout_rng_is_a_config_error():
 
 def test_eval_step_counts_only_unmasked_examples():
     c = _mlp_config()
-    mesh = sharding.create_mesh(8)
+    mesh = sharding.create_mesh(-1)
     state, _, evaluate = create_state_and_steps(c, mesh, INFO)
     b = _batch(16)
     b["mask"][10:] = 0.0
