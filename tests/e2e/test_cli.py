@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from jaxtrain import cli
+from jaxtrain.cli.help import scan
 
 REPO = __file__.rsplit("/tests/", 1)[0]
 DATA_DIR = os.environ.get("JAXTRAIN_DATA_DIR", os.path.join(REPO, ".data", "tfds"))
@@ -113,7 +114,7 @@ def test_no_command_shows_the_commands_and_exits_2():
 
 
 def test_scan_reads_values_like_absl():
-    names, positional = cli._scan(
+    names, positional = scan(
         ["train", "--workdir", "--prompt", "--noprogress", "-v", "1", "--config.a=b", "--", "-x"]
     )
     assert names == ["workdir", "noprogress", "v", "config.a"]  # "--prompt" is the value

@@ -1,34 +1,20 @@
-"""Command line: `python -m jaxtrain COMMAND ...`; `python -m jaxtrain COMMAND --help` per command.
+"""Every command of `python -m jaxtrain`: its flags, the function that runs it, and COMMANDS,
+the one table of commands (what each does, its usage, the flags it accepts).
 
-The only module that defines flags, prints results or exits. COMMANDS is the one table of
-commands: what each does, its usage line, the flags it accepts and the function that runs it.
-absl flags are global; each command rejects the flags of the others with a one-line error.
+The only module that defines flags. absl flags are global; each command accepts its own.
 """
 
-import dataclasses
-import difflib
 import json
 import os
-import re
 import sys
-import textwrap
-from collections.abc import Callable, Sequence
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from jaxtrain.cli.help import PROG, Command
 from jaxtrain.errors import (
     EXIT_BAD_INPUT,
-    EXIT_NONFINITE,
-    EXIT_PREEMPTED,
-    CheckpointError,
-    ConfigError,
-    DataError,
-    Preempted,
 )
-from jaxtrain.logs import setup_logging
-
-PROG = "python -m jaxtrain"
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment file with get_config(); --config.a.b=value overrides one field."
@@ -80,43 +66,23 @@ _PARALLEL = flags.DEFINE_integer("parallel", 1, "Trials run at once.")
 _METRIC = flags.DEFINE_string("metric", "", "Rank by this metric (default: best_metric).")
 _MODE = flags.DEFINE_string("mode", "", "max or min (default: checkpoint.best_mode).")
 
-# absl's own -v/--verbosity (default -1), read with jaxtrain's meaning; see _setup_logging.
-VERBOSITY_HELP = (
-    "0 (default): jaxtrain's messages and every warning; 1: also other libraries' INFO logs "
-    "(absl, tfds, orbax, grain, jax); 2: also DEBUG logs."
-)
-_HELP_NAMES = ("h", "help", "?", "helpshort")
-
-
-@dataclasses.dataclass(frozen=True)
-class Command:
-    summary: str  # one line, for `python -m jaxtrain --help`
-    usage: tuple[str, ...]  # what follows `python -m jaxtrain NAME`, one entry per form
-    flags: tuple[str, ...]  # the flags it accepts (config also means --config.a.b=value)
-    run: Callable[[list[str]], None]  # gets the positional arguments after NAME
-    required: tuple[str, ...] = ()
-    positional: bool = False  # takes positional arguments (else any is an error)
-    flag_help: dict[str, str] = dataclasses.field(default_factory=dict)  # per-command wording
-    notes: Callable[[], list[str]] | None = None  # more help lines, read from the registries
-
-
 # --- errors ----------------------------------------------------------------------------------
 
 
-def _fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(code)
 
 
-def _see(command: str | None) -> str:
+def see(command: str | None) -> str:
     return f"see: {PROG} {command} --help" if command else f"see: {PROG} --help"
 
 
-def _need(command: str, **values) -> None:
+def need(command: str, **values) -> None:
     missing = [f"--{k}" for k, v in values.items() if v in (None, "", [])]
     if missing:
         verb = "is" if len(missing) == 1 else "are"
-        _fail(f"{' and '.join(missing)} {verb} required; {_see(command)}")
+        fail(f"{' and '.join(missing)} {verb} required; {see(command)}")
 
 
 def _config():
@@ -125,7 +91,7 @@ def _config():
         if config is not None:
             config.keys()  # a failed load surfaces lazily, on first attribute access
     except OSError as e:
-        _fail(f"cannot load --config: {' '.join(str(e).split())}")
+        fail(f"cannot load --config: {' '.join(str(e).split())}")
     return config
 
 
@@ -162,7 +128,7 @@ def _plot(args: list[str]) -> None:
     from jaxtrain.tools.plot import plot_runs
 
     if not args:
-        _fail(f"plot takes one or more run directories; {_see('plot')}")
+        fail(f"plot takes one or more run directories; {see('plot')}")
     out = _OUT.value or "curves.png"
     plot_runs(args, out)
     print(f"wrote {out}")
@@ -211,12 +177,12 @@ def _prepare(args: list[str]) -> None:
     names = (*datasets, *weights, "all", "user_text", "user_images")
     if len(args) != 1 or args[0] not in names:
         got = " ".join(args) or "nothing"
-        _fail(f"prepare takes one name, one of: {', '.join(names)}; got {got}; {_see('prepare')}")
+        fail(f"prepare takes one name, one of: {', '.join(names)}; got {got}; {see('prepare')}")
     name, data_dir = args[0], _data_dir()
     if name == "user_text":
         from jaxtrain.data.builders import user_data
 
-        _need("prepare", name=_NAME.value, file=_FILE.value)
+        need("prepare", name=_NAME.value, file=_FILE.value)
         out = user_data.prepare_text_dataset(
             _NAME.value,
             _FILE.value,
@@ -227,7 +193,7 @@ def _prepare(args: list[str]) -> None:
     elif name == "user_images":
         from jaxtrain.data.builders import user_data
 
-        _need("prepare", name=_NAME.value, folder=_FOLDER.value)
+        need("prepare", name=_NAME.value, folder=_FOLDER.value)
         out = user_data.prepare_image_folder(
             _NAME.value, _FOLDER.value, data_dir=data_dir, image_size=_IMAGE_SIZE.value or None
         )
@@ -253,9 +219,9 @@ def _tokenizer(args: list[str]) -> None:
     from jaxtrain.data.tokenizer import KINDS
 
     if args != ["train"]:
-        _fail(f"tokenizer takes one action, train; got {' '.join(args) or 'none'}")
+        fail(f"tokenizer takes one action, train; got {' '.join(args) or 'none'}")
     if _KIND.value not in KINDS:
-        _fail(f"--kind={_KIND.value!r}: use one of {', '.join(KINDS)}")
+        fail(f"--kind={_KIND.value!r}: use one of {', '.join(KINDS)}")
     summary = train_tokenizer_on_corpus(
         _KIND.value, _CORPUS.value, _VOCAB_SIZE.value, _OUT.value, data_dir=_data_dir()
     )
@@ -424,174 +390,4 @@ COMMANDS = {
         required=("config", "workdir"),
     ),
 }  # fmt: skip
-_OWN_FLAGS = frozenset(name for command in COMMANDS.values() for name in command.flags)
-
-
-# --- help ------------------------------------------------------------------------------------
-
-
-def _wrap(text: str, indent: int) -> str:
-    return textwrap.fill(text, 100, subsequent_indent=" " * indent, break_on_hyphens=False)
-
-
-def _wrap_usage(lead: str, form: str) -> str:
-    """`lead form` in lines of at most 100 columns, breaking only between [...] groups."""
-    lines = [lead]
-    for word in re.findall(r"\[[^\]]*\]|--\S+(?: [^-\[\s]\S*)?|\S+", form):  # [..], --flag VALUE
-        if len(lines[-1]) + 1 + len(word) > 100:
-            lines.append(" " * len(lead))
-        lines[-1] += " " + word
-    return "\n".join(lines)
-
-
-def overview() -> str:
-    """`python -m jaxtrain --help`: the commands with one-line summaries."""
-    width = max(map(len, COMMANDS))
-    lines = [f"usage: {PROG} COMMAND [flags]", "", "commands:"]
-    lines += [f"  {name:<{width}}  {c.summary}" for name, c in COMMANDS.items()]
-    lines += ["", f"{PROG} COMMAND --help lists the flags of COMMAND.",
-              _wrap(f"-v, --verbosity N (any command): {VERBOSITY_HELP}", 4)]  # fmt: skip
-    return "\n".join(lines)
-
-
-def command_help(name: str) -> str:
-    """`python -m jaxtrain NAME --help`: its usage and only its flags."""
-    c = COMMANDS[name]
-    lines = [_wrap_usage(f"{'usage:' if i == 0 else '':<6} {PROG} {name}", form)
-             for i, form in enumerate(c.usage)]  # fmt: skip
-    lines += ["", c.summary]
-    if c.notes is not None:
-        lines += ["", *[_wrap(f"  {note}", 4) for note in c.notes()]]
-    lines += ["", "flags:"]
-    rows = [(_flag_label(f), _flag_text(c, f)) for f in c.flags]
-    rows += [("-v, --verbosity N", VERBOSITY_HELP), ("-h, --help", "Show this help.")]
-    width = max(len(label) for label, _ in rows)
-    lines += [_wrap(f"  {label:<{width}}  {text}", width + 4) for label, text in rows]
-    return "\n".join(lines)
-
-
-def _flag_label(name: str) -> str:
-    flag = flags.FLAGS[name]
-    return f"--[no]{name}" if flag.boolean else f"--{name}"
-
-
-def _flag_text(c: Command, name: str) -> str:
-    flag = flags.FLAGS[name]
-    text = c.flag_help.get(name, flag.help.split(";\n")[0])  # less absl's note on multi flags
-    if name in c.required:
-        return f"{text} (required)"
-    if isinstance(flag, flags.MultiFlag):
-        return f"{text} (repeatable)"
-    if flag.default not in (None, "") and name != "config":
-        return f"{text} (default: {str(flag.default).lower() if flag.boolean else flag.default})"
-    return text
-
-
-# --- parsing ---------------------------------------------------------------------------------
-
-
-def _scan(args: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(flag names, positional arguments) as absl will read them; a known non-boolean flag
-    given as `--name value` takes the next argument as its value."""
-    names, positional, i = [], [], 0
-    while i < len(args):
-        arg, i = args[i], i + 1
-        if arg == "--":
-            positional += args[i:]
-            break
-        if not arg.startswith("-") or arg == "-":
-            positional.append(arg)
-            continue
-        name, eq, _ = arg.lstrip("-").partition("=")
-        names.append(name)
-        if not eq and name in flags.FLAGS and not flags.FLAGS[name].boolean:
-            i += 1
-    return names, positional
-
-
-def _canonical(name: str) -> str:
-    if name in flags.FLAGS:
-        return flags.FLAGS[name].name
-    if name.startswith("no") and name[2:] in flags.FLAGS and flags.FLAGS[name[2:]].boolean:
-        return name[2:]
-    return name
-
-
-def _check_flags(command: str, names: list[str]) -> None:
-    """One line for the first flag that belongs to another command."""
-    accepted = COMMANDS[command].flags
-    for name in names:
-        own = _canonical(name)
-        parent = "config" if own.startswith("config.") else own
-        if parent in _OWN_FLAGS and parent not in accepted:
-            _fail(f"--{own} is not a flag of {command!r}; {_see(command)}")
-
-
-def _check_command(positional: list[str]) -> str:
-    if not positional:
-        _fail(f"expected a command, one of: {', '.join(COMMANDS)}; {_see(None)}")
-    command = positional[0]
-    if command not in COMMANDS:
-        close = difflib.get_close_matches(command, COMMANDS, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        _fail(f"unknown command {command!r}{hint}; use one of: {', '.join(COMMANDS)}")
-    return command
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-    """Handles --help, unknown commands and foreign flags, then lets absl parse the flags."""
-    names, positional = _scan(argv[1:])
-    if any(name in _HELP_NAMES for name in names):
-        command = positional[0] if positional and positional[0] in COMMANDS else None
-        print(command_help(command) if command else overview())
-        sys.exit(0)
-    if not argv[1:]:
-        print(overview(), file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
-    command = _check_command(positional)
-    _check_flags(command, names)
-    try:
-        return flags.FLAGS(argv)
-    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
-        # A typo in a config override becomes one line naming the field. ml_collections wraps
-        # a KeyError (whose str() is a repr) in an AttributeError.
-        inner = e.args[0] if isinstance(e, AttributeError) and e.args else e
-        text = inner.args[0] if isinstance(inner, KeyError) and inner.args else str(inner)
-        _fail(f"bad command line: {' '.join(str(text).split())}; {_see(command)}")
-
-
-# --- main ------------------------------------------------------------------------------------
-
-
-def main(argv: list[str]) -> None:
-    """Runs the command; maps bad input and the run's outcomes to documented exit codes."""
-    setup_logging(flags.FLAGS.verbosity)
-    name, args = argv[1], argv[2:]
-    command = COMMANDS[name]
-    if args and not command.positional:
-        _fail(f"{name!r} takes no positional arguments, got {' '.join(args)}; {_see(name)}")
-    _need(name, **{f: _given(f) for f in command.required})
-    try:
-        command.run(args)
-    except FloatingPointError as e:
-        _fail(str(e), code=EXIT_NONFINITE)
-    except Preempted as e:
-        print(str(e), file=sys.stderr)
-        sys.exit(EXIT_PREEMPTED)
-    except (ConfigError, CheckpointError, DataError, FileNotFoundError) as e:
-        # Bad input is reported as one line; a traceback is for bugs, not for typos.
-        if os.environ.get("JAXTRAIN_DEBUG"):
-            raise
-        _fail(str(e))
-
-
-def _given(name: str):
-    """The flag's value, or True for a given --config (reading its value loads the file)."""
-    if name == "config":
-        return True if flags.FLAGS["config"].present else None
-    return flags.FLAGS[name].value
-
-
-def run() -> None:
-    """Console-script entry point."""
-    app.run(main, flags_parser=_parse_flags)
+OWN_FLAGS = frozenset(name for command in COMMANDS.values() for name in command.flags)
