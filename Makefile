@@ -10,6 +10,7 @@ FMNIST_SYS := /usr/share/datasets/fashion-mnist
 FMNIST_DEB_DIR := $(RAW_DIR)/usr/share/datasets/fashion-mnist
 DEMO_WORKDIR ?= runs/fashion_mnist_cnn
 PYTEST_ARGS ?=
+PYTEST_WORKERS ?= auto  # pytest-xdist processes (auto: one per CPU core)
 export JAXTRAIN_DATA_DIR := $(DATA_DIR)
 
 .PHONY: install data fmnist-raw demo test test-slow lint clean
@@ -50,8 +51,9 @@ demo: data
 
 # Two pytest sessions: everything on 1 CPU device, then the multidevice tests on 8 fake ones.
 test: data
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
-	JAXTRAIN_TEST_DEVICES=8 $(BIN)/python -m pytest -q -m "multidevice and not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	JAXTRAIN_TEST_DEVICES=8 $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) \
+	  -m "multidevice and not slow" $(PYTEST_ARGS)
 
 test-slow: data
 	$(BIN)/python -m pytest -q -m "slow and not multidevice" $(PYTEST_ARGS)

@@ -12,8 +12,6 @@ from jaxtrain.models import model_config
 from jaxtrain.train import train_and_evaluate
 from jaxtrain.writers import read_metrics
 
-pytestmark = pytest.mark.multidevice  # every test here needs 8 devices
-
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA_DIR = os.environ.get("JAXTRAIN_DATA_DIR", os.path.join(REPO, ".data", "tfds"))
 
@@ -21,7 +19,7 @@ DATA_DIR = os.environ.get("JAXTRAIN_DATA_DIR", os.path.join(REPO, ".data", "tfds
 def _config(**overrides):
     c = get_config()
     c.data.data_dir = DATA_DIR
-    c.num_devices = 2
+    c.num_devices = -1  # members are replicated; any device count gives the same numbers
     c.total_steps, c.log_every, c.eval_every = 8, 4, 8
     c.batch_size, c.eval_batch_size = 32, 2000
     c.model = model_config("mlp", features=(32,), dropout=0.3)
@@ -75,12 +73,15 @@ def test_member_run_resumes_from_its_checkpoint(tmp_path):
         assert _train_losses(tmp_path / "b", key) == _train_losses(tmp_path / "a", key)
 
 
+@pytest.mark.multidevice  # a (1, 2, 1) mesh needs 2 devices
 def test_bad_num_seeds_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="num_seeds"):
         train_and_evaluate(_config(num_seeds=0), str(tmp_path / "x"), progress=False)
-    with pytest.raises(ConfigError, match="mesh.shape"):
+    with pytest.raises(ConfigError, match="num_seeds=2 trains replicated members"):
         train_and_evaluate(
-            _config(num_seeds=2, **{"mesh.shape": (1, 2, 1)}), str(tmp_path / "y"), progress=False
+            _config(num_seeds=2, num_devices=2, **{"mesh.shape": (1, 2, 1)}),
+            str(tmp_path / "y"),
+            progress=False,
         )
 
 
