@@ -12,6 +12,8 @@ once per session, and nothing leaks between sessions or into ~/.cache.
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -69,3 +71,22 @@ def _session_compile_cache():
 
     enable_compilation_cache(_CACHE_DIR)
     yield
+
+
+@pytest.fixture(scope="session")
+def run_cli():
+    """Runs `python -m jaxtrain ARGS...` in the repository on the prepared data; returns the
+    CompletedProcess (text stdout/stderr)."""
+
+    def run(*args: str, timeout: int = 600, cwd: str = REPO) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "jaxtrain", *args],
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            # tests/unit points JAXTRAIN_DATA_DIR at an empty directory; e2e at the prepared data.
+            env={**os.environ, "JAXTRAIN_DATA_DIR": os.environ.get("JAXTRAIN_DATA_DIR", DATA_DIR)},
+            timeout=timeout,
+        )
+
+    return run

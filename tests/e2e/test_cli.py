@@ -15,17 +15,6 @@ DATA_DIR = os.environ.get("JAXTRAIN_DATA_DIR", os.path.join(REPO, ".data", "tfds
 ABSL_PREFIX = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\]", re.M)
 
 
-def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "jaxtrain", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "JAXTRAIN_DATA_DIR": DATA_DIR},
-        timeout=timeout,
-    )
-
-
 def _help(capsys, *args: str) -> str:
     with pytest.raises(SystemExit) as e:
         cli._parse_flags(["jaxtrain", *args])
@@ -49,8 +38,8 @@ def test_command_help_lists_only_its_flags(capsys, command):
     assert _help(capsys, command, "-h") == text
 
 
-def test_sample_help_through_the_real_entry_point():
-    out = _cli("sample", "--help", timeout=60)
+def test_sample_help_through_the_real_entry_point(run_cli):
+    out = run_cli("sample", "--help", timeout=60)
     assert out.returncode == 0, out.stderr
     assert "--prompt" in out.stdout and "The text to continue." in out.stdout
     assert "--grid" not in out.stdout and "--config" not in out.stdout
@@ -95,21 +84,21 @@ def test_top_level_help_lists_every_command_with_its_summary(capsys):
         (["train", "--workdir", "w", "--no_such_flag=1"], "Unknown command line flag"),
     ],
 )
-def test_bad_command_lines_fail_in_one_line(args, message):
-    out = _cli(*args, timeout=60)
+def test_bad_command_lines_fail_in_one_line(args, message, run_cli):
+    out = run_cli(*args, timeout=60)
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and message in out.stderr, out.stderr
     assert out.stdout == ""
 
 
-def test_unknown_command_names_every_command():
-    out = _cli("frobnicate", timeout=60)
+def test_unknown_command_names_every_command(run_cli):
+    out = run_cli("frobnicate", timeout=60)
     assert out.returncode == 2 and out.stderr.count("\n") == 1
     assert "'frobnicate'" in out.stderr and all(c in out.stderr for c in cli.COMMANDS)
 
 
-def test_no_command_shows_the_commands_and_exits_2():
-    out = _cli(timeout=60)
+def test_no_command_shows_the_commands_and_exits_2(run_cli):
+    out = run_cli(timeout=60)
     assert out.returncode == 2 and "commands:" in out.stderr and "sweep" in out.stderr
 
 
@@ -137,8 +126,8 @@ TINY_TRAIN = [
 ]
 
 
-def test_default_train_shows_only_jaxtrain_lines(tmp_path):
-    out = _cli(*TINY_TRAIN, "--workdir", str(tmp_path / "run"))
+def test_default_train_shows_only_jaxtrain_lines(tmp_path, run_cli):
+    out = run_cli(*TINY_TRAIN, "--workdir", str(tmp_path / "run"))
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("done: 20 steps") == 1 and len(out.stdout.splitlines()) == 1
     assert not ABSL_PREFIX.search(out.stderr), out.stderr[:3000]
@@ -149,11 +138,11 @@ def test_default_train_shows_only_jaxtrain_lines(tmp_path):
 
 
 @pytest.mark.parametrize("verbosity", [[], ["--verbosity=1"], ["-v", "1"]])
-def test_verbosity_1_shows_other_libraries_info(tmp_path, verbosity):
+def test_verbosity_1_shows_other_libraries_info(tmp_path, verbosity, run_cli):
     """A config that fails after the dataset's info is read (by tfds, which logs at INFO)."""
     args = ["train", "--config", "experiments/fashion_mnist_mlp.py", "--workdir",
             str(tmp_path / "r"), "--config.model.num_classes=5", *verbosity]  # fmt: skip
-    out = _cli(*args)
+    out = run_cli(*args)
     assert out.returncode == 2 and "num_classes" in out.stderr
     shown = "Load dataset info" in out.stderr and ABSL_PREFIX.search(out.stderr)
     assert bool(shown) == bool(verbosity), out.stderr

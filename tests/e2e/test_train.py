@@ -3,8 +3,6 @@
 import json
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -59,21 +57,9 @@ def test_one_and_eight_devices_give_the_same_loss_curve(tmp_path):
     assert one.metrics["test/accuracy"] == pytest.approx(eight.metrics["test/accuracy"], abs=2e-3)
 
 
-def _cli(*args, cwd=REPO):
-    env = {**os.environ, "JAXTRAIN_DATA_DIR": DATA_DIR}
-    return subprocess.run(
-        [sys.executable, "-m", "jaxtrain", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=600,
-    )
-
-
-def test_cli_end_to_end_writes_the_workdir_contract(tmp_path):
+def test_cli_end_to_end_writes_the_workdir_contract(tmp_path, run_cli):
     workdir = tmp_path / "run"
-    out = _cli(
+    out = run_cli(
         "train",
         "--config",
         "experiments/fashion_mnist_cnn.py",
@@ -104,11 +90,11 @@ def test_cli_end_to_end_writes_the_workdir_contract(tmp_path):
     assert any(p.startswith("events.out.tfevents") for p in os.listdir(workdir / "tensorboard"))
 
 
-def test_smoke_run_clips_the_warmup_and_evaluates_a_few_batches(tmp_path):
+def test_smoke_run_clips_the_warmup_and_evaluates_a_few_batches(tmp_path, run_cli):
     """The demo's 200-step warmup with total_steps=30: one warning line, and the run trains.
     eval_steps=2 evaluates two batches of eval_batch_size=500 per split."""
     workdir = tmp_path / "smoke"
-    out = _cli(
+    out = run_cli(
         "train",
         "--config",
         "experiments/fashion_mnist_cnn.py",
@@ -132,8 +118,8 @@ def test_smoke_run_clips_the_warmup_and_evaluates_a_few_batches(tmp_path):
         assert np.array(cm["rows_true_cols_pred"]).sum() == 2 * 500
 
 
-def test_cli_missing_dataset_says_how_to_prepare(tmp_path):
-    out = _cli(
+def test_cli_missing_dataset_says_how_to_prepare(tmp_path, run_cli):
+    out = run_cli(
         "train",
         "--config",
         "experiments/fashion_mnist_cnn.py",
@@ -146,8 +132,8 @@ def test_cli_missing_dataset_says_how_to_prepare(tmp_path):
     assert "Traceback" not in out.stderr
 
 
-def test_cli_num_classes_smaller_than_labels_is_rejected(tmp_path):
-    out = _cli(
+def test_cli_num_classes_smaller_than_labels_is_rejected(tmp_path, run_cli):
+    out = run_cli(
         "train",
         "--config",
         "experiments/fashion_mnist_cnn.py",
@@ -159,8 +145,8 @@ def test_cli_num_classes_smaller_than_labels_is_rejected(tmp_path):
     assert "num_classes" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_cli_nonfinite_loss_stops_and_names_the_step(tmp_path):
-    out = _cli(
+def test_cli_nonfinite_loss_stops_and_names_the_step(tmp_path, run_cli):
+    out = run_cli(
         "train",
         "--config",
         "experiments/fashion_mnist_mlp.py",

@@ -3,8 +3,6 @@
 import glob
 import importlib.util
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -110,16 +108,6 @@ def test_config_is_locked():
         c.optimizer.learnin_rate = 0.1
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "jaxtrain", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-    )
-
-
 @pytest.mark.parametrize(
     "override, expected",
     [
@@ -129,8 +117,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
         ("--config.optimizer.grad_accum_steps=3", "config.batch_size: 128 is not divisible"),
     ],
 )
-def test_cli_rejects_bad_config_before_compiling(tmp_path, override, expected):
-    out = _cli(
+def test_cli_rejects_bad_config_before_compiling(tmp_path, override, expected, run_cli):
+    out = run_cli(
         "train",
         "--config",
         "experiments/fashion_mnist_cnn.py",
@@ -144,15 +132,17 @@ def test_cli_rejects_bad_config_before_compiling(tmp_path, override, expected):
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
-def test_cli_rejects_unknown_command_and_missing_workdir():
-    out = _cli("trian")
+def test_cli_rejects_unknown_command_and_missing_workdir(run_cli):
+    out = run_cli("trian")
     assert out.returncode == 2 and "unknown command 'trian'" in out.stderr
-    out = _cli("train", "--config", "experiments/fashion_mnist_cnn.py")
+    out = run_cli("train", "--config", "experiments/fashion_mnist_cnn.py")
     assert out.returncode == 2 and "--workdir is required" in out.stderr
 
 
-def test_cli_missing_config_file(tmp_path):
-    out = _cli("train", "--config", "experiments/no_such_experiment.py", "--workdir", str(tmp_path))
+def test_cli_missing_config_file(tmp_path, run_cli):
+    out = run_cli(
+        "train", "--config", "experiments/no_such_experiment.py", "--workdir", str(tmp_path)
+    )
     assert out.returncode == 2
     assert "cannot load --config" in out.stderr and "no_such_experiment.py" in out.stderr
     assert "Traceback" not in out.stderr
