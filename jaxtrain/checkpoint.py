@@ -22,6 +22,7 @@ from jaxtrain.errors import CheckpointError
 from jaxtrain.models.registry import family_config_of
 
 FORMAT_VERSION = 1
+DAMAGED_DIR = "checkpoints_damaged"  # next to checkpoints/: steps that failed to restore
 # Config fields that decide the shapes in the state; a checkpoint whose values differ cannot be
 # restored into this run.
 STATE_DEFINING_FIELDS = ("model", "optimizer.name", "data.name", "dropout_rng")
@@ -65,15 +66,20 @@ class Checkpointer:
         best_metric: str,
         best_mode: str,
         async_save: bool,
+        read_only: bool = False,
     ):
+        """`read_only` (eval, sample, export): never creates, cleans up or saves anything."""
         self.directory = os.path.abspath(directory)
+        self.damaged_directory = os.path.join(os.path.dirname(self.directory), DAMAGED_DIR)
         self.best_metric = best_metric
         self.best_mode = best_mode
+        if read_only and not os.path.isdir(self.directory):
+            raise CheckpointError(f"no checkpoints in {self.directory} (the folder does not exist)")
         options = ocp.CheckpointManagerOptions(
             preservation_policy=_preservation(keep, keep_best, best_metric, best_mode),
             enable_async_checkpointing=async_save,
-            cleanup_tmp_directories=True,  # leftovers of a save that was killed
-            create=True,
+            cleanup_tmp_directories=not read_only,  # leftovers of a save that was killed
+            create=not read_only,
         )
         try:
             self.manager = ocp.CheckpointManager(
@@ -83,6 +89,10 @@ class Checkpointer:
             raise CheckpointError(
                 f"cannot create checkpoint directory {self.directory}: {e}"
             ) from e
+        # Orbax removes those leftovers in a background thread that only the first save waits
+        # for. A run that stops with an error before saving would exit while it still runs, and
+        # the thread's traceback at interpreter shutdown would bury the one-line error.
+        self.manager._maybe_await_cleanup_tmp_directory()  # noqa: SLF001 - orbax 0.12 has no public way
 
     def save(
         self, step: int, state: Any, data_state: dict, meta: dict, metrics: dict | None
@@ -138,14 +148,22 @@ class Checkpointer:
         return pick(scored)[1]
 
     def read_meta(self, step: int) -> dict[str, Any]:
-        out = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-        return out["meta"]
+        return self._read(step, ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+    def _read(self, step: int, args: ocp.args.Composite) -> Any:
+        try:
+            return self.manager.restore(step, args=args)
+        except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise many kinds
+            raise CheckpointError(
+                f"checkpoint step {step} in {self.directory} cannot be read, it may be damaged "
+                f"({_short(e)}); saved steps: {', '.join(map(str, self.steps()))}"
+            ) from e
 
     def restore(self, step: int, abstract_state: Any) -> Restored:
         """Restores one step into `abstract_state`'s shapes and shardings (any mesh size)."""
-        out = self.manager.restore(
+        out = self._read(
             step,
-            args=ocp.args.Composite(
+            ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract_state),
                 data=ocp.args.JsonRestore(),
                 meta=ocp.args.JsonRestore(),
@@ -153,33 +171,68 @@ class Checkpointer:
         )
         return Restored(step=step, state=out["state"], data_state=out["data"], meta=out["meta"])
 
-    def restore_latest(self, abstract_state: Any, config: dict) -> Restored | None:
-        """The newest checkpoint that restores.
+    def restore_latest(
+        self, abstract_state: Any, config: dict, *, allow_fresh_start: bool = False
+    ) -> Restored | None:
+        """The newest checkpoint that restores, or None for a fresh start.
 
         A damaged step is moved aside (kept for inspection, never deleted) with a warning that
-        names it, so the run resumes from the one before and can save that step again.
+        names it, so the run resumes from the one before and can save that step again. Raises
+        CheckpointError as check_resume does.
+        """
+        while (step := self.check_resume(config, allow_fresh_start=allow_fresh_start)) is not None:
+            try:
+                return self.restore(step, abstract_state)
+            except CheckpointError as e:
+                self._set_aside(step, e)
+        return None
+
+    def check_resume(self, config: dict, *, allow_fresh_start: bool = False) -> int | None:
+        """The newest step `config` may resume, or None for a fresh start; reads JSON only, so
+        train calls it before building data and model. Steps whose metadata is unreadable are
+        moved aside.
+
+        Raises CheckpointError for an incompatible config, and when steps were set aside (now
+        or by an earlier attempt) but none is left, unless `allow_fresh_start`: hours of
+        training must not be replaced by a fresh run without the user asking for it.
         """
         for step in reversed(self.steps()):
             try:
                 meta = self.read_meta(step)
-            except Exception as e:  # noqa: BLE001 - any read failure means a damaged step
+            except CheckpointError as e:
                 self._set_aside(step, e)
                 continue
             check_compatible(meta.get("config", {}), config, f"{self.directory}/{step}")
-            try:
-                return self.restore(step, abstract_state)
-            except Exception as e:  # noqa: BLE001
-                self._set_aside(step, e)
+            return step
+        damaged = self.damaged_steps()
+        if damaged and not allow_fresh_start:
+            raise CheckpointError(
+                f"no checkpoint in {self.directory} restores: damaged step(s) "
+                f"{', '.join(map(str, damaged))} are in {self.damaged_directory}. Nothing was "
+                "trained or written. To train from step 0 on purpose, re-run with "
+                "--config.checkpoint.allow_fresh_start=true"
+            )
         return None
 
+    def damaged_steps(self) -> list[int]:
+        """Steps set aside in checkpoints_damaged/ (folders named STEP-UNIXTIME)."""
+        if not os.path.isdir(self.damaged_directory):
+            return []
+        names = os.listdir(self.damaged_directory)
+        return sorted({int(n.split("-")[0]) for n in names if n.split("-")[0].isdigit()})
+
+    def aside_path(self, name: str) -> str:
+        """A new path NAME-UNIXTIME in checkpoints_damaged/ for a step or a file."""
+        return os.path.join(self.damaged_directory, f"{name}-{int(time.time())}")
+
     def _set_aside(self, step: int, error: Exception) -> None:
-        aside = os.path.join(os.path.dirname(self.directory), "checkpoints_damaged")
-        target = os.path.join(aside, f"{step}-{int(time.time())}")
+        aside = self.damaged_directory
+        target = self.aside_path(str(step))
         log.warning(
             "checkpoint step %d in %s is damaged (%s); moved to %s, trying an older one",
             step,
             self.directory,
-            _short(error),
+            _short(error.__cause__ or error),  # the orbax error, not our wrapper
             target,
         )
         if jax.process_index() == 0:

@@ -5,6 +5,8 @@ locked, so an unknown key is an error; `validate_config` catches impossible valu
 is compiled and names the field.
 """
 
+import difflib
+
 import ml_collections
 
 from jaxtrain.data.registry import validate_dataset_name
@@ -113,6 +115,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.checkpoint.best_metric = "validation/accuracy"
     c.checkpoint.best_mode = "max"  # max or min
     c.checkpoint.async_save = True  # the loop blocks only while arrays are copied to host
+    # When checkpoints were written but none restores (all moved to checkpoints_damaged/),
+    # training stops with an error; True trains from step 0 instead, on purpose.
+    c.checkpoint.allow_fresh_start = False
 
     c.early_stopping = ml_collections.ConfigDict()
     c.early_stopping.patience = 0  # evaluations without improvement; 0 turns it off
@@ -141,6 +146,7 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
 
     `num_devices` is the number of batch shards (mesh data x fsdp; tensor-parallel devices
     share rows)."""
+    _check_known_fields(c, get_config())
     for field in ("total_steps", "batch_size", "eval_batch_size", "log_every", "eval_every"):
         _check(c[field] > 0, field, f"must be > 0, got {c[field]}")
     _check(
@@ -212,6 +218,23 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
             "loss.class_weights",
             f"needs {c.model.num_classes} positive weights (one per class), got {w}",
         )
+
+
+def _check_known_fields(
+    c: ml_collections.ConfigDict, base: ml_collections.ConfigDict, prefix: str = ""
+) -> None:
+    """Experiment files set fields on an unlocked config, where a misspelled one would be
+    silently ignored. config.model's fields are checked by its family (models/registry.py)."""
+    for key in c.keys():
+        if key not in base:
+            close = difflib.get_close_matches(key, list(base.keys()), n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+            _check(
+                False, prefix + key, f"is not a field of the base config (jaxtrain/config.py){hint}"
+            )
+        nested = isinstance(c[key], ml_collections.ConfigDict)
+        if key != "model" and nested and isinstance(base[key], ml_collections.ConfigDict):
+            _check_known_fields(c[key], base[key], f"{prefix}{key}.")
 
 
 def _validate_checkpoint(k: ml_collections.ConfigDict) -> None:

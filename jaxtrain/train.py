@@ -37,7 +37,7 @@ from jaxtrain.step import (
     accumulate_train_metrics,
 )
 from jaxtrain.warm_start import warm_start
-from jaxtrain.writers import MetricWriter, supersede_metrics, write_json
+from jaxtrain.writers import MetricWriter, check_metrics, supersede_metrics, write_json
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +186,13 @@ def train_and_evaluate(
         "provenance": provenance.collect_provenance(dict(mesh.shape)),
     }
     if is_main:
-        _prepare_workdir(workdir, run_meta)
+        _prepare_workdir(workdir)
     ckpt = _create_checkpointer(c, workdir)
+    # Fail before data and model are built: a config the checkpoints refuse, no checkpoint
+    # left but damaged ones, or a metrics.jsonl that cannot be resumed.
+    ckpt.check_resume(c.to_dict(), allow_fresh_start=c.checkpoint.allow_fresh_start)
+    if is_main:
+        check_metrics(workdir)
 
     # --- data ---------------------------------------------------------------------------
     seeds = ensemble.member_seeds(c.seed, c.num_seeds)
@@ -217,6 +222,9 @@ def train_and_evaluate(
 
     # --- restore ------------------------------------------------------------------------
     carry, restored = _restore_or_start(c, ckpt, state, zero_pending, train_iter, workdir, is_main)
+    if is_main:
+        # Only now: a config the checkpoints refuse must not overwrite the run's own record.
+        _prepare_workdir(workdir, run_meta)
     state, pending, since = carry["train_state"], carry["pending"], int(carry["pending_steps"])
     # Before the writer creates metrics.jsonl: a SIGTERM from here on saves and exits 4 after the
     # first step instead of killing the process (the test waits for that file, then signals).
@@ -309,19 +317,27 @@ def _restore_or_start(c, ckpt, state, zero_pending, train_iter, workdir, is_main
     config.init_from, else the fresh state. Returns (carry, restored checkpoint or None).
 
     `pending` holds metric sums since the last log step, so a resume mid-interval logs the same
-    averages as an uninterrupted run.
+    averages as an uninterrupted run. Raises CheckpointError when every checkpoint is damaged,
+    unless config.checkpoint.allow_fresh_start.
     """
     carry = make_carry(state, zero_pending, 0)
-    restored = ckpt.restore_latest(abstract_like(carry), c.to_dict())
+    allow_fresh = c.checkpoint.allow_fresh_start
+    restored = ckpt.restore_latest(abstract_like(carry), c.to_dict(), allow_fresh_start=allow_fresh)
     if restored is not None:
         carry = restored.state
         train_iter.set_state(restored.data_state)
         log.info("resumed from checkpoint step %d in %s", restored.step, ckpt.directory)
-        if is_main:
-            supersede_metrics(workdir, restored.step)
     elif c.init_from:
         # Resuming this run's own checkpoint takes precedence over a warm start.
         carry["train_state"] = warm_start(state, c.init_from)
+    if is_main:
+        # A fresh start drops the records of a run killed before its first checkpoint; over
+        # damaged checkpoints (allow_fresh_start) the old file is kept beside them.
+        damaged = restored is None and ckpt.damaged_steps()
+        if damaged:
+            log.warning("training from step 0 because checkpoint.allow_fresh_start is set")
+        backup = ckpt.aside_path("metrics.jsonl") if damaged else ""
+        supersede_metrics(workdir, restored.step if restored else 0, backup=backup)
     return carry, restored
 
 
@@ -378,11 +394,13 @@ def _create_checkpointer(c: ml_collections.ConfigDict, workdir: str) -> Checkpoi
     )
 
 
-def _prepare_workdir(workdir: str, run_meta: dict[str, Any]) -> None:
+def _prepare_workdir(workdir: str, run_meta: dict[str, Any] | None = None) -> None:
+    """Creates the workdir; with `run_meta`, writes config.json and provenance.json."""
     try:
         os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
-        write_json(os.path.join(workdir, "config.json"), run_meta["config"])
-        write_json(os.path.join(workdir, "provenance.json"), run_meta["provenance"])
+        if run_meta is not None:
+            write_json(os.path.join(workdir, "config.json"), run_meta["config"])
+            write_json(os.path.join(workdir, "provenance.json"), run_meta["provenance"])
     except OSError as e:
         raise CheckpointError(f"workdir {workdir} is not writable: {e}") from e
 

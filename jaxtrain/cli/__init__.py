@@ -12,6 +12,7 @@ import sys
 from absl import app, flags
 
 from jaxtrain.cli.commands import COMMANDS, OWN_FLAGS, fail, need, see
+from jaxtrain.cli.config_file import check_config_file, config_path, raised_by_config_file
 from jaxtrain.cli.help import HELP_NAMES, canonical, command_help, overview, scan
 from jaxtrain.errors import (
     EXIT_BAD_INPUT,
@@ -46,6 +47,10 @@ def _check_command(positional: list[str]) -> str:
     return command
 
 
+# What absl and ml_collections raise for a bad flag or --config.a.b=value override.
+_BAD_OVERRIDE = (flags.Error, AttributeError, KeyError, TypeError, ValueError)
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
     """Handles --help, unknown commands and foreign flags, then lets absl parse the flags."""
     names, positional = scan(argv[1:])
@@ -58,9 +63,17 @@ def _parse_flags(argv: list[str]) -> list[str]:
         sys.exit(EXIT_BAD_INPUT)
     command = _check_command(positional)
     _check_flags(command, names)
+    path = config_path(argv[1:])
+    if path is not None and (problem := check_config_file(path)):
+        fail(problem)
     try:
         return flags.FLAGS(argv)
-    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - the config file's own errors, whatever their type
+        problem = raised_by_config_file(e, path) if path is not None else None
+        if problem and not os.environ.get("JAXTRAIN_DEBUG"):
+            fail(problem)
+        if problem or not isinstance(e, _BAD_OVERRIDE):
+            raise  # JAXTRAIN_DEBUG, or a bug
         # A typo in a config override becomes one line naming the field. ml_collections wraps
         # a KeyError (whose str() is a repr) in an AttributeError.
         inner = e.args[0] if isinstance(e, AttributeError) and e.args else e
@@ -86,8 +99,9 @@ def main(argv: list[str]) -> None:
     except Preempted as e:
         print(str(e), file=sys.stderr)
         sys.exit(EXIT_PREEMPTED)
-    except (ConfigError, CheckpointError, DataError, FileNotFoundError) as e:
-        # Bad input is reported as one line; a traceback is for bugs, not for typos.
+    except (ConfigError, CheckpointError, DataError, OSError) as e:
+        # Bad input is reported as one line; a traceback is for bugs, not for typos. An OSError
+        # (a missing or unwritable path, a full disk) names its file and is not a bug either.
         if os.environ.get("JAXTRAIN_DEBUG"):
             raise
         fail(str(e))

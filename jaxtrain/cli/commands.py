@@ -8,6 +8,7 @@ import json
 import os
 import sys
 
+import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
@@ -85,13 +86,16 @@ def need(command: str, **values) -> None:
         fail(f"{' and '.join(missing)} {verb} required; {see(command)}")
 
 
-def _config():
+def _config() -> ml_collections.ConfigDict:
     try:
         config = _CONFIG.value
         if config is not None:
             config.keys()  # a failed load surfaces lazily, on first attribute access
     except OSError as e:
         fail(f"cannot load --config: {' '.join(str(e).split())}")
+    if not isinstance(config, ml_collections.ConfigDict):
+        path = config_flags.get_config_filename(flags.FLAGS["config"])
+        fail(f"--config {path}: get_config() returned {type(config).__name__}, not a ConfigDict")
     return config
 
 

@@ -186,6 +186,7 @@ def train_tokenizer_on_corpus(
     """`tokenizer train`: trains on a text dataset's train split or a UTF-8 text file (one
     document), saves tokenizer.json at `out` and returns a summary for the log."""
     start = time.perf_counter()
+    tokenizer_lib.check_tokenizer_settings(kind, vocab_size)  # before reading the corpus
     texts = text_source.read_corpus(corpus, data_dir)
     tokenizer, stats = tokenizer_lib.fit_tokenizer(
         kind, texts, vocab_size=vocab_size, min_frequency=min_frequency

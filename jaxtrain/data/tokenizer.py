@@ -27,7 +27,7 @@ import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from jaxtrain.data import fetch
-from jaxtrain.errors import DataError
+from jaxtrain.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -140,21 +140,28 @@ def count_unknown(tokenizer: tokenizers.Tokenizer, ids: np.ndarray) -> int:
     return 0 if unk is None else int(np.count_nonzero(ids == unk))
 
 
+def check_tokenizer_settings(kind: str, vocab_size: int) -> int:
+    """Raises ConfigError for an unknown kind or a too small vocabulary; returns the size to
+    train (char: 0 means every character of the corpus)."""
+    if kind not in KINDS:
+        raise ConfigError(f"Unknown tokenizer kind {kind!r}; valid kinds: {list(KINDS)}")
+    if kind == "char" and vocab_size == 0:
+        return sys.maxsize
+    # Byte-level BPE always holds all 256 bytes, so every string can be encoded.
+    minimum = len(SPECIAL_TOKENS[kind]) + (256 if kind == "bpe" else 1)
+    if vocab_size < minimum:
+        raise ConfigError(
+            f"vocab_size {vocab_size} is too small for a {kind} tokenizer: it needs at least "
+            f"{minimum} (special tokens {list(SPECIAL_TOKENS[kind])} plus the base alphabet)"
+        )
+    return vocab_size
+
+
 def fit_tokenizer(
     kind: str, texts: Iterable[str], *, vocab_size: int, min_frequency: int = 2
 ) -> tuple[tokenizers.Tokenizer, dict[str, int]]:
     """Trains a `kind` tokenizer; returns it and counts of the documents it was trained on."""
-    if kind not in KINDS:
-        raise ValueError(f"Unknown tokenizer kind {kind!r}; valid kinds: {list(KINDS)}")
-    if kind == "char" and vocab_size == 0:
-        vocab_size = sys.maxsize  # 0 means: every character of the corpus, however many
-    # Byte-level BPE always holds all 256 bytes, so every string can be encoded.
-    minimum = len(SPECIAL_TOKENS[kind]) + (256 if kind == "bpe" else 1)
-    if vocab_size < minimum:
-        raise ValueError(
-            f"vocab_size {vocab_size} is too small for a {kind} tokenizer: it needs at least "
-            f"{minimum} (special tokens {list(SPECIAL_TOKENS[kind])} plus the base alphabet)"
-        )
+    vocab_size = check_tokenizer_settings(kind, vocab_size)
     stats = {"num_documents": 0, "num_empty_skipped": 0, "num_characters": 0}
     documents = _non_empty(texts, stats)
     if kind == "bpe":
@@ -173,8 +180,11 @@ def fit_tokenizer(
 def save_tokenizer(tokenizer: tokenizers.Tokenizer, out_path: str) -> None:
     """Writes tokenizer.json at `out_path`, creating its folder."""
     directory = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(directory, exist_ok=True)
-    tokenizer.save(out_path)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        tokenizer.save(out_path)
+    except Exception as e:  # noqa: BLE001 - the Rust library raises a bare Exception
+        raise DataError(f"--out {out_path}: cannot write the tokenizer ({e})") from e
     log.info("saved tokenizer (vocab %d) to %s", get_vocab_size(tokenizer), out_path)
 
 

@@ -94,6 +94,7 @@ def restore_run_state(workdir: str, which: str) -> SavedRun:
         best_metric=k.best_metric,
         best_mode=k.best_mode,
         async_save=False,
+        read_only=True,
     )
     step = _pick_step(ckpt, which)
     info = data_lib.get_dataset_info(data_options(c))

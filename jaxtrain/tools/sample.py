@@ -20,7 +20,7 @@ from jax import lax
 
 from jaxtrain import data as data_lib
 from jaxtrain.build import resolve_data_dir
-from jaxtrain.errors import DataError
+from jaxtrain.errors import ConfigError, DataError
 from jaxtrain.models.gpt import GPT, GPTConfig
 from jaxtrain.tools.evaluate import restore_run_state
 
@@ -28,7 +28,7 @@ from jaxtrain.tools.evaluate import restore_run_state
 def check_generate_args(
     cfg: GPTConfig, prompt_ids: Sequence[int], max_new_tokens: int, temperature: float, top_k: int
 ) -> None:
-    """Raises DataError (prompt) or ValueError (settings) naming the limit that was broken."""
+    """Raises DataError (prompt) or ConfigError (settings) naming the limit that was broken."""
     if len(prompt_ids) == 0:
         raise DataError("prompt is empty: give at least one token id (e.g. a BOS token)")
     for i, t in enumerate(prompt_ids):
@@ -41,18 +41,25 @@ def check_generate_args(
             f"prompt has {len(prompt_ids)} tokens but the model's max_len is {cfg.max_len}; "
             "shorten the prompt"
         )
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    check_sampling_settings(max_new_tokens, temperature, top_k)
     if len(prompt_ids) + max_new_tokens > cfg.max_len:
         raise DataError(
             f"prompt ({len(prompt_ids)} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
             f"model's max_len {cfg.max_len}; use max_new_tokens <= "
             f"{cfg.max_len - len(prompt_ids)} or a shorter prompt"
         )
+    if top_k > cfg.vocab_size:
+        raise ConfigError(f"top_k must be in [0, {cfg.vocab_size}] (0 = no top-k), got {top_k}")
+
+
+def check_sampling_settings(max_new_tokens: int, temperature: float, top_k: int) -> None:
+    """The checks that need no model, so a bad flag fails before a checkpoint is restored."""
+    if max_new_tokens < 0:
+        raise ConfigError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     if not (math.isfinite(temperature) and temperature >= 0):
-        raise ValueError(f"temperature must be finite and >= 0 (0 = greedy), got {temperature}")
-    if not 0 <= top_k <= cfg.vocab_size:
-        raise ValueError(f"top_k must be in [0, {cfg.vocab_size}] (0 = no top-k), got {top_k}")
+        raise ConfigError(f"temperature must be finite and >= 0 (0 = greedy), got {temperature}")
+    if top_k < 0:
+        raise ConfigError(f"top_k must be >= 0 (0 = no top-k), got {top_k}")
 
 
 def _sample(logits_BxV, key, temperature, *, top_k: int, greedy: bool) -> jax.Array:
@@ -157,13 +164,14 @@ def sample_from_run(
 
     The run's own tokenizer (config.data.tokenizer) encodes the prompt and decodes the output.
     """
+    if not prompt:
+        raise DataError("--prompt is empty: give some text to continue")
+    check_sampling_settings(max_new_tokens, temperature, top_k)
     run = restore_run_state(workdir, which)
     if run.config.model.name != "gpt":
         raise DataError(f"{workdir} trained a {run.config.model.name!r}; sampling needs a gpt run")
     if run.config.num_seeds > 1:
         raise DataError(f"{workdir} holds {run.config.num_seeds} vmapped members; sample one run")
-    if not prompt:
-        raise DataError("--prompt is empty: give some text to continue")
     tok = data_lib.load_tokenizer(
         run.config.data.tokenizer, resolve_data_dir(run.config.data.data_dir)
     )

@@ -144,5 +144,5 @@ def test_cli_missing_config_file(tmp_path, run_cli):
         "train", "--config", "experiments/no_such_experiment.py", "--workdir", str(tmp_path)
     )
     assert out.returncode == 2
-    assert "cannot load --config" in out.stderr and "no_such_experiment.py" in out.stderr
+    assert "--config experiments/no_such_experiment.py: no such file" in out.stderr
     assert "Traceback" not in out.stderr
