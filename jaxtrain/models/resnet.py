@@ -37,11 +37,7 @@ class ResNetSettings:
     in_shape: tuple[int, ...] = S.dataset_field("input_shape", (28, 28, 1))
 
     def __post_init__(self):
-        S.check(self.num_classes >= 2, "num_classes", f"must be >= 2, got {self.num_classes}")
-        S.check_choice(self.init, "init", S.INIT_NAMES)
-        S.check_choice(self.norm, "norm", S.NORM_NAMES)
-        S.check_dropout(self.dropout)
-        S.check_widths(tuple(self.features))
+        S.check_image_classifier(self)
         S.check_positive(self, "blocks_per_stage")
         S.check(
             len(self.in_shape) == 3, "name", f"resnet needs (H, W, C) images, got {self.in_shape}"

@@ -76,3 +76,12 @@ def check_dropout(dropout: float) -> None:
 def check_widths(features: tuple[int, ...]) -> None:
     check(len(features) > 0, "features", "must name at least one width")
     check(all(f > 0 for f in features), "features", f"widths must be > 0: {features}")
+
+
+def check_image_classifier(s: Any) -> None:
+    """The fields every image classifier family shares (mlp, cnn, resnet)."""
+    check(s.num_classes >= 2, "num_classes", f"must be >= 2, got {s.num_classes}")
+    check_choice(s.init, "init", INIT_NAMES)
+    check_choice(s.norm, "norm", NORM_NAMES)
+    check_dropout(s.dropout)
+    check_widths(tuple(s.features))

@@ -19,9 +19,9 @@ from jaxtrain.build import (
 from jaxtrain.checkpoint import Checkpointer
 from jaxtrain.config import get_config
 from jaxtrain.errors import CheckpointError
+from jaxtrain.evaluation import data_options, evaluate_split
 from jaxtrain.models.registry import family_config_of, model_config
 from jaxtrain.parallel import sharding
-from jaxtrain.train import data_options, evaluate_split
 from jaxtrain.writers import write_json
 
 
