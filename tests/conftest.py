@@ -5,18 +5,18 @@ real mesh are marked `multidevice` and run in their own pytest session with 8 fa
 (`JAXTRAIN_TEST_DEVICES=8 pytest -m multidevice`; `make test` runs both sessions). In a session
 without 8 devices they are deselected, and the summary says so and how to run them.
 
-Compile cache: one persistent XLA cache per session, in a temporary directory. Repeated
-programs (the same tiny configs in many tests and in the CLI subprocesses they start) compile
-once per session, and nothing leaks between sessions or into ~/.cache.
+Compile cache: one persistent XLA cache per session, in a temporary directory shared by the
+xdist workers. Repeated programs (the same tiny configs in many tests and in the CLI
+subprocesses they start) compile once per session, and nothing leaks between sessions or into
+~/.cache.
 """
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 
 import pytest
+from forked_cli import ForkedCLI, cpu_seconds
 
 DEVICES = int(os.environ.get("JAXTRAIN_TEST_DEVICES", "1"))
 MULTIDEVICE = 8
@@ -26,7 +26,12 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={DEVICES}"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-_CACHE_DIR = tempfile.mkdtemp(prefix="jaxtrain-test-xla-")
+# One cache for the whole session: pytest-xdist workers inherit the controller's directory
+# (JAX locks each entry while it is written); only the process that made it removes it.
+_SHARED = "JAXTRAIN_TEST_XLA_CACHE"
+_OWNS_CACHE = not os.environ.get(_SHARED)
+_CACHE_DIR = os.environ.get(_SHARED) or tempfile.mkdtemp(prefix="jaxtrain-test-xla-")
+os.environ[_SHARED] = _CACHE_DIR
 os.environ["JAXTRAIN_COMPILE_CACHE"] = _CACHE_DIR  # read by config.compile_cache_dir="auto"
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,6 +50,19 @@ def pytest_collection_modifyitems(config, items):
         items[:] = keep
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item):
+    """With $JAXTRAIN_TEST_CPU_LOG set, appends each test's CPU seconds (its process and the
+    subprocesses it waited for; setup and teardown included) to that file: a load-independent
+    measure of what a test costs on a shared machine."""
+    log = os.environ.get("JAXTRAIN_TEST_CPU_LOG")
+    start = cpu_seconds() if log else 0.0
+    yield
+    if log:
+        with open(log, "a") as f:
+            f.write(f"{cpu_seconds() - start:.2f}\t{item.nodeid}\n")
+
+
 def pytest_terminal_summary(terminalreporter):
     if _deselected:
         terminalreporter.write_line(
@@ -55,7 +73,8 @@ def pytest_terminal_summary(terminalreporter):
 
 
 def pytest_sessionfinish(session):
-    shutil.rmtree(_CACHE_DIR, ignore_errors=True)
+    if _OWNS_CACHE:
+        shutil.rmtree(_CACHE_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -73,20 +92,13 @@ def _session_compile_cache():
     yield
 
 
+def _data_dir_env() -> str:
+    # tests/unit points JAXTRAIN_DATA_DIR at an empty directory; e2e at the prepared data.
+    return os.environ.get("JAXTRAIN_DATA_DIR", DATA_DIR)
+
+
 @pytest.fixture(scope="session")
-def run_cli():
-    """Runs `python -m jaxtrain ARGS...` in the repository on the prepared data; returns the
-    CompletedProcess (text stdout/stderr)."""
-
-    def run(*args: str, timeout: int = 600, cwd: str = REPO) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "jaxtrain", *args],
-            capture_output=True,
-            text=True,
-            cwd=cwd,
-            # tests/unit points JAXTRAIN_DATA_DIR at an empty directory; e2e at the prepared data.
-            env={**os.environ, "JAXTRAIN_DATA_DIR": os.environ.get("JAXTRAIN_DATA_DIR", DATA_DIR)},
-            timeout=timeout,
-        )
-
-    return run
+def run_cli() -> ForkedCLI:
+    """Runs `python -m jaxtrain ARGS...` (see ForkedCLI) in the repository on the prepared data;
+    returns the CompletedProcess (text stdout/stderr)."""
+    return ForkedCLI(REPO, default_env=lambda: {**os.environ, "JAXTRAIN_DATA_DIR": _data_dir_env()})

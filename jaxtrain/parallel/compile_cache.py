@@ -16,6 +16,10 @@ from jaxtrain.errors import ConfigError
 
 ENV_VAR = "JAXTRAIN_COMPILE_CACHE"
 DEFAULT_DIR = os.path.join("~", ".cache", "jaxtrain", "xla")
+# A size bound turns on JAX's LRU eviction, and with it a file lock around every read and write:
+# processes sharing one cache (the processes of a host, parallel test workers) never read an
+# entry another is still writing.
+MAX_BYTES = 4 << 30
 OFF_VALUES = ("", "off")
 
 
@@ -59,6 +63,7 @@ def enable_compilation_cache(cache_dir: str | None) -> str:
     # that but still cost seconds per run, so cache everything. -1: no size floor either.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
     if previous and previous != path:
         # JAX opens its cache once per process; a new directory needs a fresh start.
         compilation_cache.reset_cache()

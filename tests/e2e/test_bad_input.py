@@ -1,4 +1,5 @@
-"""Bad input, as a new user gives it, through the real command line (`python -m jaxtrain ...`).
+"""Bad input, as a new user gives it, through the real command line (`python -m jaxtrain ...`,
+run by conftest.ForkedCLI).
 
 Every case of CASES must end with exit code 2 and exactly one `error: ...` line (the last line of
 stderr) that names the file, field or flag; stdout stays empty, no traceback appears, and the
@@ -16,7 +17,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,17 +48,6 @@ NOISE = re.compile(
     r"warning: |W\d{4} \d\d:\d\d:\d\d\.\d+ |WARNING: Logging before flag parsing goes to stderr"
     r"|workdir \S+; mesh \{"
 )
-
-
-def _cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "jaxtrain", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "JAXTRAIN_DATA_DIR": DATA_DIR},
-        timeout=timeout,
-    )
 
 
 def _digests(run: Path) -> dict[str, str]:
@@ -241,10 +230,10 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
+def prepared(tmp_path_factory, run_cli) -> Path:
     """One finished TINY run (checkpoints 10 and 20, metrics), copied by every case."""
     run = tmp_path_factory.mktemp("prepared") / "run"
-    out = _cli("train", *TINY, "--workdir", str(run), timeout=300)
+    out = run_cli("train", *TINY, "--workdir", str(run), timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     return run
 
@@ -264,20 +253,21 @@ class Outcome:
     after: dict[str, str]
 
 
-def _run_case(case: Case, prepared: Path, tmp_path: Path) -> Outcome:
+def _run_case(cli, case: Case, prepared: Path, tmp_path: Path) -> Outcome:
     run, tmp = _copy(prepared, tmp_path)
     if case.setup is not None:
         case.setup(run, tmp)
     before = _digests(run)
     fill = lambda s: s.replace("{run}", str(run)).replace("{tmp}", str(tmp))  # noqa: E731
-    out = _cli(*map(fill, case.args))
+    out = cli(*map(fill, case.args), timeout=120)
     return Outcome(out, fill, before, _digests(run))
 
 
 @pytest.fixture(scope="module")
-def outcomes(request, prepared, tmp_path_factory) -> dict[str, Outcome]:
-    """Runs the selected cases at once, one subprocess per case: each is mostly Python and JAX
-    start-up, so this module takes a fraction of the time of running them one after another."""
+def outcomes(request, prepared, tmp_path_factory, run_cli) -> dict[str, Outcome]:
+    """Runs the selected cases at once, one forked CLI process per case (conftest.ForkedCLI):
+    each is mostly start-up, so this module takes a fraction of the time of running them one
+    after another."""
     selected = [
         item.callspec.params["case"]
         for item in request.session.items
@@ -285,7 +275,7 @@ def outcomes(request, prepared, tmp_path_factory) -> dict[str, Outcome]:
     ]
     dirs = {case.id: tmp_path_factory.mktemp(case.id) for case in selected}
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-        futures = {c.id: pool.submit(_run_case, c, prepared, dirs[c.id]) for c in selected}
+        futures = {c.id: pool.submit(_run_case, run_cli, c, prepared, dirs[c.id]) for c in selected}
         return {name: future.result() for name, future in futures.items()}
 
 
@@ -317,21 +307,21 @@ def _values(run: Path) -> list[dict]:
             for r in read_metrics(run)]  # fmt: skip
 
 
-def _resume(run: Path, *extra: str) -> subprocess.CompletedProcess:
-    out = _cli(*TRAIN[:-1], str(run), *extra, timeout=300)
+def _resume(cli, run: Path, *extra: str) -> subprocess.CompletedProcess:
+    out = cli(*TRAIN[:-1], str(run), *extra, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Traceback" not in out.stderr
     return out
 
 
-def test_torn_metrics_line_is_set_aside_and_the_run_resumes(prepared, tmp_path):
+def test_torn_metrics_line_is_set_aside_and_the_run_resumes(prepared, tmp_path, run_cli):
     """A kill while writing the step-20 validation record, before the step-20 save."""
     run, _ = _copy(prepared, tmp_path)
     shutil.rmtree(run / "checkpoints" / "20")
     text = (run / "metrics.jsonl").read_text()
     cut = text.index('{"step": 20, "validation/') + 30
     (run / "metrics.jsonl").write_text(text[:cut])
-    out = _resume(run)
+    out = _resume(run_cli, run)
     assert f"warning: the last line of {run}/metrics.jsonl is torn" in out.stderr
     assert "resumed from checkpoint step 10" in out.stderr
     assert (run / "metrics.jsonl.torn").read_text() == text[
@@ -340,7 +330,7 @@ def test_torn_metrics_line_is_set_aside_and_the_run_resumes(prepared, tmp_path):
     assert _values(run) == _values(prepared)
 
 
-def test_killed_during_the_first_save_reruns_without_duplicate_records(prepared, tmp_path):
+def test_killed_during_the_first_save_reruns_without_duplicate_records(prepared, tmp_path, run_cli):
     """Metrics of steps 1-10 written, the step-10 save left half done (orbax's temporary
     folder): the rerun starts at step 0 and rewrites those records once, not twice."""
     run, _ = _copy(prepared, tmp_path)
@@ -348,18 +338,18 @@ def test_killed_during_the_first_save_reruns_without_duplicate_records(prepared,
     (run / "checkpoints" / "10").rename(run / "checkpoints" / "10.orbax-checkpoint-tmp-1733000000")
     lines = (run / "metrics.jsonl").read_text().splitlines(keepends=True)
     (run / "metrics.jsonl").write_text("".join(lines[:2]))
-    out = _resume(run)
+    out = _resume(run_cli, run)
     assert "resumed" not in out.stderr
     assert sorted(os.listdir(run / "checkpoints")) == ["10", "20"]
     assert _values(run) == _values(prepared)
 
 
-def test_fresh_start_over_damaged_checkpoints_only_when_asked(prepared, tmp_path):
+def test_fresh_start_over_damaged_checkpoints_only_when_asked(prepared, tmp_path, run_cli):
     """After the refusal (case every_checkpoint_damaged), the flag trains the run again."""
     run, _ = _copy(prepared, tmp_path)
     _damaged_earlier(run, tmp_path)
     old_metrics = (run / "metrics.jsonl").read_bytes()
-    out = _resume(run, "--config.checkpoint.allow_fresh_start=true")
+    out = _resume(run_cli, run, "--config.checkpoint.allow_fresh_start=true")
     assert "warning: training from step 0 because checkpoint.allow_fresh_start is set" in out.stderr
     assert _values(run) == _values(prepared)  # the same run again, from step 0
     aside = sorted(os.listdir(run / "checkpoints_damaged"))
