@@ -11,7 +11,18 @@ are imported and the learning rate suits training from scratch.
 """
 
 from jaxtrain.config import get_config as base_config
+from jaxtrain.expected import Expected
 from jaxtrain.models import model_config
+
+# The result this file promises; `python -m jaxtrain reproduce` checks it. The tolerance is a
+# judgment (a few times the spread between seeds), not a measurement.
+EXPECTED = Expected(
+    metric="test/accuracy",
+    value=0.7496,
+    tolerance=0.02,
+    hardware="2 CPU cores (x86_64), jax 0.10.2",
+    note="same model, random init",
+)
 
 
 def get_config():

@@ -11,7 +11,19 @@ into <data_dir>/tokenizers/). Validation loss is nats per character.
 """
 
 from jaxtrain.config import get_config as base_config
+from jaxtrain.expected import Expected
 from jaxtrain.models import model_config
+
+# The target this file is sized for (not measured yet); `python -m jaxtrain reproduce` checks it.
+EXPECTED = Expected(
+    metric="validation/loss",
+    value=1.6,
+    tolerance=0.0,
+    check="at_most",
+    hardware="1 GPU (bf16); not yet run",
+    unit="nats/char",
+    note="6 x 384, bf16",
+)
 
 
 def get_config():

@@ -12,9 +12,11 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
+from jaxtrain.cli.config_file import check_config_file, raised_by_config_file
 from jaxtrain.cli.help import PROG, Command
 from jaxtrain.errors import (
     EXIT_BAD_INPUT,
+    EXIT_NOT_REPRODUCED,
 )
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -66,6 +68,11 @@ _SWEEP_SEED = flags.DEFINE_integer("sweep_seed", 0, "Seed of the random trial ch
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Trials run at once.")
 _METRIC = flags.DEFINE_string("metric", "", "Rank by this metric (default: best_metric).")
 _MODE = flags.DEFINE_string("mode", "", "max or min (default: checkpoint.best_mode).")
+# compare / reproduce
+_CONFIG_B = flags.DEFINE_string("config_b", None, "Arm B's experiment file.")
+_B = flags.DEFINE_multi_string("b", [], "FIELD=VALUE: arm B is arm A with this override.")
+_SEEDS = flags.DEFINE_integer("seeds", None, "Seeds per arm (num_seeds), trained vmapped.")
+_TABLE = flags.DEFINE_bool("table", False, "Print README's results table instead.")
 
 # --- errors ----------------------------------------------------------------------------------
 
@@ -293,8 +300,70 @@ def _sweep(args: list[str]) -> None:
     print(f"[sweep] summary: {os.path.join(_WORKDIR.value, 'summary.md')}", flush=True)
 
 
+def _compare(args: list[str]) -> None:
+    from jaxtrain.tools.compare import Arm, arm_b_config, run_compare
+
+    config_a, b_file, overrides = _config(), _CONFIG_B.value or "", _config_overrides(sys.argv)
+    if b_file and (problem := check_config_file(b_file)):
+        fail(problem.replace("--config ", "--config_b ", 1))
+    try:
+        config_b = arm_b_config(config_a, config_b_file=b_file, b=_B.value,
+                                config_overrides=overrides)  # fmt: skip
+    except Exception as e:  # noqa: BLE001 - the B file's own errors, whatever their type
+        problem = raised_by_config_file(e, b_file) if b_file else None
+        if problem is None or os.environ.get("JAXTRAIN_DEBUG"):
+            raise
+        fail(problem.replace("--config ", "--config_b ", 1))
+    path_a = config_flags.get_config_filename(flags.FLAGS["config"])
+    label_a = " ".join([path_a, *overrides])
+    label_b = " ".join([b_file, *overrides]) if b_file else "A + " + " ".join(_B.value)
+    report = run_compare(Arm(label_a, config_a), Arm(label_b, config_b), _WORKDIR.value,
+                         seeds=_SEEDS.value, progress=_PROGRESS.value)  # fmt: skip
+    for metric, s in report["final"].items():
+        print(f"{metric}: A {s['mean_a']:.4g} ± {s['std_a']:.2g}, B {s['mean_b']:.4g} ± "
+              f"{s['std_b']:.2g}; B - A = {s['diff_mean']:.4g} [{s['ci_low']:.4g}, "
+              f"{s['ci_high']:.4g}]; p = {s['p_t']:.3g} (t), "
+              f"{s['p_sign_flip']:.3g} (sign-flip)")  # fmt: skip
+    if report:  # process 0
+        print(f"[compare] report: {os.path.join(_WORKDIR.value, 'compare.md')}", flush=True)
+
+
+def _reproduce(args: list[str]) -> None:
+    from jaxtrain.tools.reproduce import reproduce, results_table, write_table
+
+    if _TABLE.value:
+        if len(args) > 1:
+            fail(f"reproduce --table takes at most one experiments folder; {see('reproduce')}")
+        table = results_table(args[0] if args else "experiments")
+        if _OUT.value:
+            write_table(_OUT.value, table)
+            print(f"wrote the results table into {_OUT.value}")
+        else:
+            print(table, end="")
+        return
+    if len(args) != 1:
+        fail(f"reproduce takes one experiment file; {see('reproduce')}")
+    if problem := check_config_file(args[0]):
+        fail(problem.removeprefix("--config "))
+    name = os.path.splitext(os.path.basename(args[0]))[0]
+    workdir = _WORKDIR.value or os.path.join("runs", "reproduce", name)
+    try:
+        out = reproduce(args[0], workdir=workdir, seeds=_SEEDS.value, progress=_PROGRESS.value)
+    except Exception as e:  # noqa: BLE001 - the experiment file's own errors
+        problem = raised_by_config_file(e, args[0])
+        if problem is None or os.environ.get("JAXTRAIN_DEBUG"):
+            raise
+        fail(problem.removeprefix("--config "))
+    e = out.experiment.expected
+    verdict = "PASS" if out.passed else "FAIL"
+    print(f"{verdict}: {name} {e.metric} = {out.measured:.6g}, expected {e.describe()} "
+          f"(declared on {e.hardware}); recorded in {out.results_file}", flush=True)  # fmt: skip
+    if not out.passed:
+        sys.exit(EXIT_NOT_REPRODUCED)
+
+
 def _config_overrides(argv: list[str]) -> list[str]:
-    """The --config.a.b=v flags as given, passed on to every sweep trial."""
+    """The --config.a.b=v flags as given: every sweep trial, and compare's arm B, get them."""
     return [a for a in argv if a.startswith("--config.")]
 
 
@@ -392,6 +461,28 @@ COMMANDS = {
                "metric", "mode"),  # fmt: skip
         run=_sweep,
         required=("config", "workdir"),
+    ),
+    "compare": Command(
+        summary="Train two configs on the same K seeds (vmapped) and test their difference.",
+        usage=("--config A.py (--config_b B.py | --b a.b=value ...) --seeds K --workdir DIR "
+               "[--config.a.b=value ...] [--noprogress]",),
+        flags=("config", "config_b", "b", "seeds", "workdir", "progress"),
+        run=_compare,
+        required=("config", "workdir", "seeds"),
+        flag_help={"b": "FIELD=VALUE: arm B is arm A with this override.",
+                   "seeds": "Seeds per arm, each arm one vmapped run (8+ can reach p < 0.01).",
+                   "workdir": "The arms' runs (DIR/a, DIR/b) and compare.md, .json, .png."},
+    ),
+    "reproduce": Command(
+        summary="Rerun an experiment, check its declared EXPECTED result, record the run.",
+        usage=("experiments/NAME.py [--seeds K] [--workdir runs/reproduce/NAME] [--noprogress]",
+               "--table [EXPERIMENTS_DIR] [--out README.md]"),
+        flags=("seeds", "workdir", "progress", "table", "out"),
+        run=_reproduce,
+        positional=True,
+        flag_help={"seeds": "Seeds (vmapped); their mean is checked (default: the file's).",
+                   "workdir": "Run directory (default: runs/reproduce/NAME).",
+                   "out": "With --table: rewrite the table between the results markers here."},
     ),
 }  # fmt: skip
 OWN_FLAGS = frozenset(name for command in COMMANDS.values() for name in command.flags)

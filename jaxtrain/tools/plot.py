@@ -1,4 +1,5 @@
-"""Training curves from run directories: `python -m jaxtrain plot DIR... --out F.png`."""
+"""Training curves from run directories: `python -m jaxtrain plot DIR... --out F.png`; the
+per-seed curves of `python -m jaxtrain compare` (plot_compare)."""
 
 import os
 
@@ -6,6 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 from jaxtrain.errors import DataError  # noqa: E402
 from jaxtrain.writers import read_metrics  # noqa: E402
@@ -55,6 +57,36 @@ def plot_runs(run_dirs: list[str], out: str) -> None:
         ax.grid(alpha=0.3)
         if title == "loss":
             ax.set_yscale("log")
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def plot_compare(runs: dict[str, list[dict]], seeds: list[int], keys: list[str], out: str) -> None:
+    """One panel per metric key: each arm's per-seed curves (thin) and its mean with a band of
+    +- one standard deviation over the seeds (`KEY/seed_S` records of num_seeds runs)."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4.5), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, key in zip(axes.flat, keys, strict=True):
+        for i, (name, records) in enumerate(runs.items()):
+            color = colors[i % len(colors)]
+            curves = [_series(records, f"{key}/seed_{s}") for s in seeds]
+            steps = sorted(set.intersection(*(set(c[0]) for c in curves)))
+            if not steps:
+                continue
+            values = np.asarray([[dict(zip(*c, strict=True))[t] for t in steps] for c in curves])
+            for row in values:
+                ax.plot(steps, row, color=color, alpha=0.25, linewidth=0.8)
+            mean, std = values.mean(axis=0), values.std(axis=0, ddof=1)
+            ax.plot(
+                steps, mean, color=color, linewidth=2, label=f"{name} mean ({len(seeds)} seeds)"
+            )
+            ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
     fig.tight_layout()

@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,13 +50,19 @@ _STDERR_TAIL = 2000
 log = logging.getLogger(__name__)
 
 
-def load_experiment(config_file: str) -> tuple[ml_collections.ConfigDict, dict | None]:
-    """(get_config(), get_sweep() or None) of an experiment file."""
+def load_experiment_module(config_file: str) -> types.ModuleType:
+    """An experiment file, executed as a module."""
     if not os.path.isfile(config_file):
         raise ConfigError(f"--config {config_file}: no such file")
     spec = importlib.util.spec_from_file_location("_jaxtrain_experiment", config_file)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def load_experiment(config_file: str) -> tuple[ml_collections.ConfigDict, dict | None]:
+    """(get_config(), get_sweep() or None) of an experiment file."""
+    module = load_experiment_module(config_file)
     sweep = module.get_sweep() if hasattr(module, "get_sweep") else None
     return module.get_config(), sweep
 
@@ -128,7 +135,7 @@ def run_sweep(
     points = make_trials(space, method, trials, sweep_seed)
     config_file = os.path.abspath(config_file)
     base, _ = load_experiment(config_file)
-    fixed = _parse_config_flags(config_overrides)
+    fixed = parse_config_flags(config_overrides)
     for i, overrides in enumerate(points):  # every trial's config is checked before any runs
         try:
             validate_config(apply_overrides(base, {**fixed, **overrides}), 1)
@@ -155,7 +162,7 @@ def run_sweep(
     return write_summary(workdir, names, points, results, metric, mode)
 
 
-def _parse_config_flags(flags: Sequence[str]) -> dict[str, Any]:
+def parse_config_flags(flags: Sequence[str]) -> dict[str, Any]:
     out = {}
     for flag in flags:
         path, sep, value = flag.removeprefix("--").partition("=")
@@ -322,7 +329,7 @@ def run_sweep_from_flags(
         raise ConfigError(
             f"no sweep space: give --grid/--random PATH=SPEC or define get_sweep() in {config_file}"
         )
-    checkpoint = apply_overrides(base, _parse_config_flags(config_overrides)).checkpoint
+    checkpoint = apply_overrides(base, parse_config_flags(config_overrides)).checkpoint
     rows = run_sweep(
         config_file,
         workdir,

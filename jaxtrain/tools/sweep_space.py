@@ -160,8 +160,11 @@ def make_trials(
     return out
 
 
-def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]):
-    """A copy of `config` with {path: value} set; unknown paths and wrong types name the field."""
+def apply_overrides(
+    config: ml_collections.ConfigDict, overrides: dict[str, Any], where: str = "sweep space"
+):
+    """A copy of `config` with {path: value} set; unknown paths and wrong types name the field
+    (errors start with `where`, the source of the overrides)."""
     c = copy.deepcopy(config)
     for path, value in overrides.items():
         keys = path.split(".")
@@ -171,7 +174,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]
                 parent = ".".join(["config", *keys[:i]])
                 fields = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
                 raise ConfigError(
-                    f"sweep space: config.{path}: no such field ({parent} has "
+                    f"{where}: config.{path}: no such field ({parent} has "
                     f"{', '.join(fields) or 'no fields'})"
                 )
             if i < len(keys) - 1:
@@ -181,7 +184,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]
         try:
             node[keys[-1]] = value
         except (TypeError, ValueError) as e:
-            raise ConfigError(f"sweep space: config.{path}={value!r}: {e}") from e
+            raise ConfigError(f"{where}: config.{path}={value!r}: {e}") from e
     return c
 
 

@@ -121,6 +121,12 @@ MISSPELLED = (
     "def get_config():\n    c = base()\n    c.total_stepz = 3\n    return c\n"
 )
 TRAIN = ("train", *TINY, "--workdir", "{run}")
+COMPARE = ("compare", *CONFIG, "--workdir", "{tmp}/c")
+NO_TOLERANCE = (
+    "from experiments.fashion_mnist_mlp import get_config\n"
+    "from jaxtrain.expected import Expected\n\n"
+    "EXPECTED = Expected(metric='test/accuracy', value=0.9, hardware='2 CPU cores')\n"
+)
 
 CASES = [
     # --- config files ---
@@ -221,6 +227,26 @@ CASES = [
          "sweep flag 'lr': expected PATH=SPEC"),
     Case("sweep_random_without_trials", ("sweep", *CONFIG, "--workdir", "{tmp}/s", "--random",
          "optimizer.learning_rate=loguniform:1e-4:1e-2"), "a random sweep needs --trials N"),
+    # --- compare, reproduce ---
+    Case("compare_one_seed", (*COMPARE, "--b", "optimizer.learning_rate=1e-5", "--seeds", "1"),
+         "--seeds must be in [2, 24] (a paired test needs at least 2 seeds"),
+    Case("compare_without_seeds", ("compare", *CONFIG, "--workdir", "{tmp}/c", "--b", "seed=1"),
+         "--seeds is required"),
+    Case("compare_both_forms_of_arm_b", (*COMPARE, "--seeds", "2", "--b", "seed=1",
+         "--config_b", "experiments/fashion_mnist_cnn.py"), "--config_b FILE or as --b"),
+    Case("compare_no_arm_b", (*COMPARE, "--seeds", "2"), "arm B is missing"),
+    Case("compare_unknown_field", (*COMPARE, "--seeds", "2", "--b", "optimizer.learnin_rate=1"),
+         "--b: config.optimizer.learnin_rate: no such field"),
+    Case("compare_other_steps", (*COMPARE, "--seeds", "2", "--b", "total_steps=40"),
+         "config.total_steps is 3000 in A but 40 in B"),
+    Case("compare_config_b_missing", (*COMPARE, "--seeds", "2", "--config_b", "{tmp}/nope.py"),
+         "--config_b {tmp}/nope.py: no such file"),
+    Case("reproduce_without_tolerance", ("reproduce", "{tmp}/e.py", "--workdir", "{tmp}/r"),
+         "{tmp}/e.py line 4: ConfigError: Expected(metric='test/accuracy'): tolerance is required",
+         _write("e.py", NO_TOLERANCE)),
+    Case("reproduce_without_expected", ("reproduce", "{tmp}/e.py", "--workdir", "{tmp}/r"),
+         "{tmp}/e.py: EXPECTED must be a jaxtrain.expected.Expected", _write("e.py", MISSPELLED)),
+    Case("reproduce_missing_file", ("reproduce", "{tmp}/nope.py"), "{tmp}/nope.py: no such file"),
     # --- the command line itself ---
     Case("unknown_command", ("trian",), "unknown command 'trian' (did you mean train?)"),
     Case("flag_of_another_command", ("eval", "--workdir", "{run}", "--prompt", "hi"),
