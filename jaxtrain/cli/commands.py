@@ -15,6 +15,7 @@ from ml_collections import config_flags
 from jaxtrain.cli.help import PROG, Command
 from jaxtrain.errors import (
     EXIT_BAD_INPUT,
+    EXIT_DRIFT,
 )
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -66,6 +67,12 @@ _SWEEP_SEED = flags.DEFINE_integer("sweep_seed", 0, "Seed of the random trial ch
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Trials run at once.")
 _METRIC = flags.DEFINE_string("metric", "", "Rank by this metric (default: best_metric).")
 _MODE = flags.DEFINE_string("mode", "", "max or min (default: checkpoint.best_mode).")
+# drift
+_DATA = flags.DEFINE_string("data", None, "A prepared dataset, NAME or NAME:SPLIT (default: test).")
+_TRANSFORM = flags.DEFINE_multi_string(
+    "transform", [], "brightness:DELTA or rotate:90|180|270, applied to the images in order."
+)
+_THRESHOLD = flags.DEFINE_float("threshold", 0.2, "A PSI above this flags drift (exit code 1).")
 
 # --- errors ----------------------------------------------------------------------------------
 
@@ -293,6 +300,24 @@ def _sweep(args: list[str]) -> None:
     print(f"[sweep] summary: {os.path.join(_WORKDIR.value, 'summary.md')}", flush=True)
 
 
+def _drift(args: list[str]) -> None:
+    import jax
+
+    from jaxtrain.tools.drift import format_report, run_drift
+
+    report = run_drift(
+        _WORKDIR.value,
+        _DATA.value,
+        threshold=_THRESHOLD.value,
+        transforms=_TRANSFORM.value,
+        out=_OUT.value,
+    )
+    if jax.process_index() == 0:
+        print(format_report(report), flush=True)
+    if report["flagged"]:
+        sys.exit(EXIT_DRIFT)
+
+
 def _config_overrides(argv: list[str]) -> list[str]:
     """The --config.a.b=v flags as given, passed on to every sweep trial."""
     return [a for a in argv if a.startswith("--config.")]
@@ -392,6 +417,15 @@ COMMANDS = {
                "metric", "mode"),  # fmt: skip
         run=_sweep,
         required=("config", "workdir"),
+    ),
+    "drift": Command(
+        summary="Compare a dataset split with a run's drift reference (PSI, KL); exit 1 on drift.",
+        usage=("--workdir DIR --data NAME[:SPLIT] [--transform brightness:0.3|rotate:90 ...] "
+               "[--threshold 0.2] [--out report.json]",),
+        flags=("workdir", "data", "transform", "threshold", "out"),
+        run=_drift,
+        required=("workdir", "data"),
+        flag_help={"out": "Where to write the JSON report (default: DIR/drift/NAME_SPLIT.json)."},
     ),
 }  # fmt: skip
 OWN_FLAGS = frozenset(name for command in COMMANDS.values() for name in command.flags)
