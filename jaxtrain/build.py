@@ -2,6 +2,7 @@
 checkpointed carry around them.
 """
 
+import dataclasses
 import functools
 import logging
 import os
@@ -14,7 +15,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxtrain import ensemble, models, optim
+from jaxtrain import batch_fit, ensemble, models, optim
 from jaxtrain.config import warmup_steps
 from jaxtrain.data.loader import DatasetInfo
 from jaxtrain.models.pretrained import import_pretrained
@@ -103,7 +104,8 @@ def create_state_and_steps(
     create = models.create_model_factory(settings)
     graphdef = model_graphdef(c, info)
     accum = c.optimizer.grad_accum_steps
-    sharding.check_batch_size(c.batch_size, mesh, grad_accum_steps=accum)
+    auto = accum == batch_fit.AUTO
+    sharding.check_batch_size(c.batch_size, mesh, grad_accum_steps=1 if auto else accum)
     sharding.check_batch_size(c.eval_batch_size, mesh, field="eval_batch_size")
     if c.num_seeds == 1:
         init = functools.partial(init_train_state, create, tx, c.seed, rng_impl=c.dropout_rng)
@@ -131,7 +133,7 @@ def create_state_and_steps(
         schedule=schedule,
         num_classes=info.num_classes,
         label_smoothing=c.loss.label_smoothing,
-        grad_accum_steps=c.optimizer.grad_accum_steps,
+        grad_accum_steps=1 if auto else accum,
         class_weights=tuple(class_weights),
         param_compute_sharding=partitioning.compute_shardings(state_sharding.params, mesh),
         rng_impl=c.dropout_rng,
@@ -144,18 +146,51 @@ def create_state_and_steps(
     if c.num_seeds > 1:
         step_fn, eval_fn = ensemble.vmap_train_step(step_fn), ensemble.vmap_eval_step(eval_fn)
         train_data_sharding = ensemble.member_sharding(data_sharding)
-    train = jax.jit(
-        step_fn,
-        in_shardings=(state_sharding, train_data_sharding),
-        out_shardings=(state_sharding, metrics_sharding),
-        donate_argnums=(0,),
-    )
+
+    def jit_train(step):
+        return jax.jit(
+            step,
+            in_shardings=(state_sharding, train_data_sharding),
+            out_shardings=(state_sharding, metrics_sharding),
+            donate_argnums=(0,),
+        )
+
+    if auto:
+        train = _auto_accum_train(c, mesh, info, spec, jit_train, abstract, state_sharding)
+    else:
+        train = jit_train(step_fn)
     evaluate = jax.jit(
         eval_fn,
         in_shardings=(state_sharding, data_sharding),
         out_shardings=metrics_sharding,
     )
     return state, train, evaluate
+
+
+def _auto_accum_train(c, mesh, info, spec, jit_train, abstract, state_sharding):
+    """optimizer.grad_accum_steps=auto: the step at the fewest micro-batches that fit
+    optimizer.memory_budget_gb (jaxtrain/batch_fit.py), fitted on its first call."""
+
+    def make_step(accum: int):
+        step = functools.partial(train_step, dataclasses.replace(spec, grad_accum_steps=accum))
+        return jit_train(ensemble.vmap_train_step(step) if c.num_seeds > 1 else step)
+
+    state = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sharding
+    )
+    data_sharding = sharding.batch_sharding(mesh)
+    batch = train_batch_shapes(info, c.batch_size, data_sharding, c.num_seeds)
+    candidates = batch_fit.accum_candidates(c.batch_size, sharding.num_batch_shards(mesh))
+    budget = batch_fit.memory_budget(c.optimizer.memory_budget_gb, mesh.devices.flat[0])
+    return batch_fit.AutoAccumStep(make_step, (state, batch), candidates, budget)
+
+
+def train_batch_shapes(info: DatasetInfo, batch_size: int, data_sharding, num_members: int = 1):
+    """The abstract global train batch; [K, B, ...] for an ensemble of K members."""
+    if num_members > 1:
+        member = ensemble.member_sharding(data_sharding)
+        return ensemble.add_member_axis(info.batch_shapes(batch_size), num_members, member)
+    return info.batch_shapes(batch_size, data_sharding)
 
 
 def make_carry(state: TrainState, pending: dict, pending_steps: int) -> dict[str, Any]:
@@ -171,10 +206,7 @@ def zero_train_metrics(
     train_fn, state, info: DatasetInfo, batch_size, data_sharding, num_members: int = 1
 ) -> dict:
     """Zeros shaped like the step's metrics (nonfinite_step = -1 means "none yet")."""
-    batch = info.batch_shapes(batch_size, data_sharding)
-    if num_members > 1:
-        member = ensemble.member_sharding(data_sharding)
-        batch = ensemble.add_member_axis(info.batch_shapes(batch_size), num_members, member)
+    batch = train_batch_shapes(info, batch_size, data_sharding, num_members)
     shapes = jax.eval_shape(train_fn, state, batch)[1]
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
     zeros["nonfinite_step"] = jnp.full(zeros["loss"].shape, -1, jnp.int32)

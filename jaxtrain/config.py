@@ -9,6 +9,7 @@ import difflib
 
 import ml_collections
 
+from jaxtrain import batch_fit
 from jaxtrain.data.registry import validate_dataset_name
 from jaxtrain.errors import ConfigError, DataError
 from jaxtrain.models.pretrained import check_pretrained
@@ -96,7 +97,12 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer.warmup_steps = 0
     c.optimizer.weight_decay = 0.0  # decoupled for adamw, L2 for the rest; skips biases/scales
     c.optimizer.clip_norm = 0.0  # global-norm clipping; 0 turns it off
-    c.optimizer.grad_accum_steps = 1  # micro-batches per step; the update equals the big batch's
+    # Micro-batches per step; the update equals the big batch's. "auto": the fewest whose compiled
+    # step fits memory_budget_gb (jaxtrain/batch_fit.py). The field holds an int or "auto".
+    c.optimizer.grad_accum_steps = ml_collections.FieldReference(1, field_type=object)
+    # grad_accum_steps=auto: device memory per device, in GB (1e9 bytes); 0: the device's own
+    # (GPU/TPU: the allocator's limit; CPU: the host's RAM / local devices).
+    c.optimizer.memory_budget_gb = 0.0
     c.optimizer.momentum = 0.9  # momentum, nesterov, rmsprop
     c.optimizer.b1 = 0.9
     c.optimizer.b2 = 0.999
@@ -124,6 +130,12 @@ def get_config() -> ml_collections.ConfigDict:
     c.early_stopping.min_delta = 0.0  # smallest change of checkpoint.best_metric that counts
     # The metric and its direction are checkpoint.best_metric / best_mode, so the best
     # checkpoint (tested at the end) is the one early stopping picked.
+
+    c.drift = ml_collections.ConfigDict()
+    # Drift monitoring (jaxtrain/drift.py) on samples of this many examples, evenly spaced over a
+    # split: every evaluation logs drift/... of validation against a train sample; the end writes
+    # WORKDIR/drift_reference.json (the validation sample) for `python -m jaxtrain drift`. 0: off.
+    c.drift.num_examples = 512
 
     c.loss = ml_collections.ConfigDict()
     c.loss.label_smoothing = 0.0
@@ -168,8 +180,7 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
             "is not supported with num_seeds > 1",
         )
         _check(not c.init_from, "init_from", "is not supported with num_seeds > 1")
-    accum = c.optimizer.grad_accum_steps
-    _check(accum >= 1, "optimizer.grad_accum_steps", f"must be >= 1, got {accum}")
+    accum = _validate_grad_accum(c.optimizer)
     _check(
         c.batch_size % (num_devices * accum) == 0,
         "batch_size",
@@ -196,6 +207,11 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
     _validate_model(c.model)
     _validate_optimizer(c.optimizer, c.total_steps)
     _validate_checkpoint(c.checkpoint)
+    _check(
+        c.drift.num_examples >= 0,
+        "drift.num_examples",
+        f"must be >= 0 (0 turns drift monitoring off), got {c.drift.num_examples}",
+    )
     _check(c.early_stopping.patience >= 0, "early_stopping.patience", "must be >= 0 (0: off)")
     _check(c.early_stopping.min_delta >= 0, "early_stopping.min_delta", "must be >= 0")
     _check(
@@ -253,6 +269,28 @@ def _validate_model(m: ml_collections.ConfigDict) -> None:
     """The family's settings dataclass validates its own fields (jaxtrain/models/)."""
     settings = settings_from_config(m)
     check_pretrained(getattr(settings, "pretrained", ""), m.name)
+
+
+def _validate_grad_accum(o: ml_collections.ConfigDict) -> int:
+    """Checks grad_accum_steps and memory_budget_gb; returns the accumulation the batch must
+    divide by (1 for "auto", which picks a divisor itself)."""
+    accum = o.grad_accum_steps
+    budget = o.memory_budget_gb
+    _check(
+        isinstance(budget, int | float) and budget >= 0,
+        "optimizer.memory_budget_gb",
+        f"must be >= 0 (GB per device; 0: the device's memory), got {budget!r}",
+    )
+    if accum == batch_fit.AUTO:
+        return 1
+    is_int = isinstance(accum, int) and not isinstance(accum, bool)
+    _check(
+        is_int,
+        "optimizer.grad_accum_steps",
+        f"must be a whole number >= 1 or {batch_fit.AUTO!r}, got {accum!r}",
+    )
+    _check(accum >= 1, "optimizer.grad_accum_steps", f"must be >= 1, got {accum}")
+    return accum
 
 
 def _validate_optimizer(o: ml_collections.ConfigDict, total_steps: int) -> None:

@@ -1,6 +1,7 @@
 """Exceptions that the CLI turns into one-line messages and documented exit codes."""
 
 EXIT_NOT_REPRODUCED = 1  # reproduce: the result misses the experiment's EXPECTED
+EXIT_DRIFT = 1  # `drift`: a statistic's PSI is above --threshold
 EXIT_BAD_INPUT = 2  # config, command line, data or checkpoint problems
 EXIT_NONFINITE = 3  # the training loss became NaN/Inf
 EXIT_PREEMPTED = 4  # SIGTERM/SIGINT: a checkpoint was saved; re-run the command to continue

@@ -24,6 +24,7 @@ from jaxtrain.build import (
 from jaxtrain.checkpoint import Checkpointer
 from jaxtrain.config import validate_against_dataset, validate_config
 from jaxtrain.data.loader import DataOptions, DatasetInfo
+from jaxtrain.drift import REFERENCE_FILE, DriftMonitor
 from jaxtrain.early_stopping import EarlyStopping
 from jaxtrain.errors import CheckpointError, Preempted
 from jaxtrain.evaluation import data_options, evaluate_split
@@ -154,6 +155,7 @@ def train_and_evaluate(
     log.info(
         "workdir %s; mesh %s; %s params", workdir, dict(mesh.shape), f"{_count_params(state):,}"
     )
+    drift = DriftMonitor(c, info, mesh) if c.drift.num_examples else None
 
     # --- restore ------------------------------------------------------------------------
     carry, restored = _restore_or_start(c, ckpt, state, zero_pending, train_iter, workdir, is_main)
@@ -207,6 +209,8 @@ def train_and_evaluate(
             last_eval, confusion = evaluate_split(c, "validation", state, eval_fn, mesh, info)
             ranking = last_eval
             _write_eval(workdir, writer, done, last_eval, confusion, "validation", info.class_names)
+            if drift is not None:  # its own record: validation vs a train sample
+                writer.write(done, drift.validation_scalars(state))
             if is_main:
                 log.info("step %d: %s", done, _format_eval(last_eval))
             final.update(last_eval)
@@ -238,6 +242,10 @@ def train_and_evaluate(
     state = _best_state(ckpt, stopper, state, pending, end, final, writer)
     scalars, confusion = evaluate_split(c, "test", state, eval_fn, mesh, info)
     _write_eval(workdir, writer, end, scalars, confusion, "test", info.class_names)
+    if drift is not None:  # the tested state's statistics, for `python -m jaxtrain drift`
+        tested = int(final.get("early_stopping/best_step", end))
+        path = os.path.join(workdir, REFERENCE_FILE)
+        drift.write_reference(state, tested, path, write=is_main)
     final.update(scalars)
     final["time/train_seconds"] = time.perf_counter() - t_start
     writer.close()

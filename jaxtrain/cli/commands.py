@@ -16,6 +16,7 @@ from jaxtrain.cli.config_file import check_config_file, raised_by_config_file
 from jaxtrain.cli.help import PROG, Command
 from jaxtrain.errors import (
     EXIT_BAD_INPUT,
+    EXIT_DRIFT,
     EXIT_NOT_REPRODUCED,
 )
 
@@ -73,6 +74,12 @@ _CONFIG_B = flags.DEFINE_string("config_b", None, "Arm B's experiment file.")
 _B = flags.DEFINE_multi_string("b", [], "FIELD=VALUE: arm B is arm A with this override.")
 _SEEDS = flags.DEFINE_integer("seeds", None, "Seeds per arm (num_seeds), trained vmapped.")
 _TABLE = flags.DEFINE_bool("table", False, "Print README's results table instead.")
+# drift
+_DATA = flags.DEFINE_string("data", None, "A prepared dataset, NAME or NAME:SPLIT (default: test).")
+_TRANSFORM = flags.DEFINE_multi_string(
+    "transform", [], "brightness:DELTA or rotate:90|180|270, applied to the images in order."
+)
+_THRESHOLD = flags.DEFINE_float("threshold", 0.2, "A PSI above this flags drift (exit code 1).")
 
 # --- errors ----------------------------------------------------------------------------------
 
@@ -362,6 +369,24 @@ def _reproduce(args: list[str]) -> None:
         sys.exit(EXIT_NOT_REPRODUCED)
 
 
+def _drift(args: list[str]) -> None:
+    import jax
+
+    from jaxtrain.tools.drift import format_report, run_drift
+
+    report = run_drift(
+        _WORKDIR.value,
+        _DATA.value,
+        threshold=_THRESHOLD.value,
+        transforms=_TRANSFORM.value,
+        out=_OUT.value,
+    )
+    if jax.process_index() == 0:
+        print(format_report(report), flush=True)
+    if report["flagged"]:
+        sys.exit(EXIT_DRIFT)
+
+
 def _config_overrides(argv: list[str]) -> list[str]:
     """The --config.a.b=v flags as given: every sweep trial, and compare's arm B, get them."""
     return [a for a in argv if a.startswith("--config.")]
@@ -483,6 +508,15 @@ COMMANDS = {
         flag_help={"seeds": "Seeds (vmapped); their mean is checked (default: the file's).",
                    "workdir": "Run directory (default: runs/reproduce/NAME).",
                    "out": "With --table: rewrite the table between the results markers here."},
+    ),
+    "drift": Command(
+        summary="Compare a dataset split with a run's drift reference (PSI, KL); exit 1 on drift.",
+        usage=("--workdir DIR --data NAME[:SPLIT] [--transform brightness:0.3|rotate:90 ...] "
+               "[--threshold 0.2] [--out report.json]",),
+        flags=("workdir", "data", "transform", "threshold", "out"),
+        run=_drift,
+        required=("workdir", "data"),
+        flag_help={"out": "Where to write the JSON report (default: DIR/drift/NAME_SPLIT.json)."},
     ),
 }  # fmt: skip
 OWN_FLAGS = frozenset(name for command in COMMANDS.values() for name in command.flags)

@@ -78,7 +78,7 @@ def count_step_flops(
     """
     mesh = mesh if mesh is not None else sharding.create_mesh(1)
     c = c.copy_and_resolve_references()
-    with c.unlocked():
+    with c.unlocked(), c.ignore_type():  # the field may hold "auto", typed str once resolved
         c.optimizer.grad_accum_steps = 1
     step = compile_train_step(c, mesh, info)
     per_device = flops_lib.compiled_flops(step.compiled)

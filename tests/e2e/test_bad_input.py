@@ -99,6 +99,10 @@ def _remove(*parts: str) -> Callable[[Path, Path], None]:
     return lambda run, tmp: shutil.rmtree(run.joinpath(*parts))
 
 
+def _remove_drift_reference(run: Path, tmp: Path) -> None:
+    (run / "drift_reference.json").unlink()
+
+
 def _empty_checkpoints(run: Path, tmp: Path) -> None:
     shutil.rmtree(run / "checkpoints")
     (run / "checkpoints").mkdir()
@@ -153,6 +157,8 @@ CASES = [
          "config.total_steps: must be > 0, got 0"),
     Case("override_unknown_choice", (*TRAIN, "--config.optimizer.name=adamm"),
          "config.optimizer.name: 'adamm' is not one of"),
+    Case("grad_accum_not_auto", (*TRAIN, "--config.optimizer.grad_accum_steps=autox"),
+         "config.optimizer.grad_accum_steps: must be a whole number >= 1 or 'auto', got 'autox'"),
     Case("unknown_dataset", (*TRAIN, "--config.data.name=cifar10"), "config.data.name"),
     Case("dataset_not_prepared", (*TRAIN, "--config.data.data_dir={tmp}"),
          "Dataset 'fashion_mnist' is not prepared"),
@@ -194,6 +200,15 @@ CASES = [
          "--prompt is required"),
     Case("sample_not_a_number", ("sample", "--workdir", "{run}", "--prompt", "a", "--top_k=x"),
          "--top_k"),
+    Case("drift_no_reference", ("drift", "--workdir", "{run}", "--data", "fashion_mnist"),
+         "{run}/drift_reference.json: no drift reference", _remove_drift_reference),
+    Case("drift_text_against_an_image_run", ("drift", "--workdir", "{run}", "--data",
+         "mr_polarity"), "--data mr_polarity is text_classification, but the run in {run} "
+         "trained on fashion_mnist (image_classification)"),
+    Case("drift_bad_split", ("drift", "--workdir", "{run}", "--data", "fashion_mnist:tset"),
+         "split must be one of train, validation, test, got 'tset'"),
+    Case("drift_bad_transform", ("drift", "--workdir", "{run}", "--data", "fashion_mnist",
+         "--transform", "rotate:45"), "--transform 'rotate:45': use brightness:DELTA"),
     # --- tokenizer, prepare, plot, estimate, bench, sweep ---
     Case("tokenizer_vocab_size_0", ("tokenizer", "train", "--kind", "bpe", "--corpus",
          "shakespeare", "--vocab_size", "0", "--out", "{tmp}/t.json"),
