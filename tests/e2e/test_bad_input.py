@@ -10,7 +10,6 @@ run left by a kill and check that it ends as the uninterrupted run did.
 Add a case here with every feature that reads a file, a flag or a config field.
 """
 
-import concurrent.futures
 import dataclasses
 import hashlib
 import os
@@ -304,25 +303,10 @@ def _run_case(cli, case: Case, prepared: Path, tmp_path: Path) -> Outcome:
     return Outcome(out, fill, before, _digests(run))
 
 
-@pytest.fixture(scope="module")
-def outcomes(request, prepared, tmp_path_factory, run_cli) -> dict[str, Outcome]:
-    """Runs the selected cases at once, one forked CLI process per case (conftest.ForkedCLI):
-    each is mostly start-up, so this module takes a fraction of the time of running them one
-    after another."""
-    selected = [
-        item.callspec.params["case"]
-        for item in request.session.items
-        if item.originalname == "test_bad_input_is_one_line_and_loses_nothing"
-    ]
-    dirs = {case.id: tmp_path_factory.mktemp(case.id) for case in selected}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-        futures = {c.id: pool.submit(_run_case, run_cli, c, prepared, dirs[c.id]) for c in selected}
-        return {name: future.result() for name, future in futures.items()}
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input_is_one_line_and_loses_nothing(outcomes, case):
-    out, fill = outcomes[case.id].out, outcomes[case.id].fill
+def test_bad_input_is_one_line_and_loses_nothing(case, prepared, tmp_path, run_cli):
+    outcome = _run_case(run_cli, case, prepared, tmp_path)
+    out, fill = outcome.out, outcome.fill
     lines = out.stderr.splitlines()
     assert out.returncode == case.code, out.stderr[-3000:]
     assert "Traceback" not in out.stderr, out.stderr[-3000:]
@@ -330,7 +314,7 @@ def test_bad_input_is_one_line_and_loses_nothing(outcomes, case):
     assert fill(case.message) in lines[-1], lines[-1]
     assert [line for line in lines[:-1] if not NOISE.match(line)] == [], out.stderr
     assert out.stdout == ""
-    assert outcomes[case.id].after == outcomes[case.id].before, "a file of the run changed"
+    assert outcome.after == outcome.before, "a file of the run changed"
 
 
 def test_the_table_covers_every_command():

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from forked_cli import ForkedCLI
 
 from jaxtrain.build import create_state_and_steps, params_digest
 from jaxtrain.checkpoint import Checkpointer, abstract_with_shardings, check_compatible
@@ -46,27 +47,24 @@ BASE_ARGS = [
 ]
 
 
+def _args(workdir, *extra):
+    return ["train", "--workdir", str(workdir), *BASE_ARGS, *extra]
+
+
 def _cmd(workdir, *extra):
-    return [
-        sys.executable,
-        "-m",
-        "jaxtrain",
-        "train",
-        "--workdir",
-        str(workdir),
-        *BASE_ARGS,
-        *extra,
-    ]
+    """A real `python -m jaxtrain` process, for the tests that signal or kill it."""
+    return [sys.executable, "-m", "jaxtrain", *_args(workdir, *extra)]
 
 
 def _env():
     return {**os.environ, "JAXTRAIN_DATA_DIR": DATA_DIR}
 
 
+_CLI = ForkedCLI(REPO, default_env=_env)
+
+
 def _run(workdir, *extra, timeout=300):
-    return subprocess.run(
-        _cmd(workdir, *extra), capture_output=True, text=True, cwd=REPO, env=_env(), timeout=timeout
-    )
+    return _CLI(*_args(workdir, *extra), timeout=timeout)
 
 
 def _values(workdir):

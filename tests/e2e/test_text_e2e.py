@@ -3,8 +3,6 @@ sample), BERT on MR, the tokenizer CLI, and bad input that must fail before comp
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -107,21 +105,12 @@ def test_pretrained_weights_that_do_not_fit_the_config_are_refused(tmp_path):
         train_and_evaluate(c, str(tmp_path / "p"), progress=False)
 
 
-def test_tokenizer_cli_trains_a_bpe_tokenizer(tmp_path):
+def test_tokenizer_cli_trains_a_bpe_tokenizer(tmp_path, run_cli):
     out = tmp_path / "bpe.json"
-    env = dict(os.environ, JAXTRAIN_DATA_DIR=DATA_DIR)
-    cmd = [sys.executable, "-m", "jaxtrain", "tokenizer", "train", "--kind", "bpe"]
-    cmd += ["--corpus", "mr_polarity", "--vocab_size", "500", "--out", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    cmd = ["tokenizer", "train", "--kind", "bpe"]
+    done = run_cli(*cmd, "--corpus", "mr_polarity", "--vocab_size", "500", "--out", str(out))
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["vocab_size"] == 500 and out.exists()
-    bad = subprocess.run(
-        [*cmd[:5], "--kind", "nope", "--corpus", "mr_polarity", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=300,
-    )
+    bad = run_cli(*cmd[:2], "--kind", "nope", "--corpus", "mr_polarity", "--out", str(out))
     assert bad.returncode == 2 and "bpe" in bad.stderr

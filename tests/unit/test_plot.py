@@ -1,8 +1,5 @@
 """The plot command: overlays runs into one PNG; bad run directories are named."""
 
-import subprocess
-import sys
-
 import matplotlib.image
 import pytest
 
@@ -37,16 +34,12 @@ def _fake_run(path, scale):
     writer.close()
 
 
-def test_plot_overlays_runs_into_a_png(tmp_path):
+def test_plot_overlays_runs_into_a_png(tmp_path, run_cli):
     for name, scale in (("a", 1.0), ("b", 2.0)):
         (tmp_path / name).mkdir()
         _fake_run(tmp_path / name, scale)
     out = tmp_path / "curves.png"
-    result = subprocess.run(
-        [sys.executable, "-m", "jaxtrain", "plot", str(tmp_path / "a"), str(tmp_path / "b"),
-         "--out", str(out)],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
-    )  # fmt: skip
+    result = run_cli("plot", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     image = matplotlib.image.imread(out)
     assert image.shape[0] > 400 and image.shape[1] > 600
