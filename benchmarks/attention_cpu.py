@@ -51,7 +51,7 @@ def _config(a: argparse.Namespace, impl: str, max_len: int) -> GPTConfig:
         positions="learned",
         tie_embeddings=True,
         compute_dtype="float32",
-        remat=False,
+        remat="none",
         pad_id=0,
         attention_impl=impl,
     )

@@ -105,10 +105,13 @@ def create_state_and_steps(
     graphdef = model_graphdef(c, info)
     accum = c.optimizer.grad_accum_steps
     auto = accum == batch_fit.AUTO
+    ema = c.optimizer.ema_decay > 0  # the state then carries the average (EMATrainState)
     sharding.check_batch_size(c.batch_size, mesh, grad_accum_steps=1 if auto else accum)
     sharding.check_batch_size(c.eval_batch_size, mesh, field="eval_batch_size")
     if c.num_seeds == 1:
-        init = functools.partial(init_train_state, create, tx, c.seed, rng_impl=c.dropout_rng)
+        init = functools.partial(
+            init_train_state, create, tx, c.seed, rng_impl=c.dropout_rng, ema=ema
+        )
         abstract = jax.eval_shape(init)
         # Params, and optimizer state mirroring them, are sharded by config.mesh.rules
         # (FSDP/TP); every sharded dimension's divisibility is checked here, before compiling.
@@ -118,7 +121,8 @@ def create_state_and_steps(
         # data-parallel meshes here); each member is initialized exactly as its seed alone.
         seeds = ensemble.member_seeds(c.seed, c.num_seeds)
         init = ensemble.stacked_init(
-            functools.partial(init_train_state, create, tx, rng_impl=c.dropout_rng), seeds
+            functools.partial(init_train_state, create, tx, rng_impl=c.dropout_rng, ema=ema),
+            seeds,
         )
         abstract = jax.eval_shape(init)
         state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
@@ -126,7 +130,7 @@ def create_state_and_steps(
     if getattr(settings, "pretrained", ""):
         data_dir = resolve_data_dir(c.data.data_dir)
         params = import_pretrained(settings.pretrained, data_dir, settings, state.params)
-        state = state.replace(params=params)
+        state = state.with_params(params)
     spec = StepSpec(
         graphdef=graphdef,
         tx=tx,
@@ -137,6 +141,7 @@ def create_state_and_steps(
         class_weights=tuple(class_weights),
         param_compute_sharding=partitioning.compute_shardings(state_sharding.params, mesh),
         rng_impl=c.dropout_rng,
+        ema_decay=c.optimizer.ema_decay,
     )
     data_sharding = sharding.batch_sharding(mesh)
     metrics_sharding = sharding.replicated(mesh)

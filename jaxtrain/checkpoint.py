@@ -25,9 +25,17 @@ FORMAT_VERSION = 1
 DAMAGED_DIR = "checkpoints_damaged"  # next to checkpoints/: steps that failed to restore
 # Config fields that decide the shapes in the state; a checkpoint whose values differ cannot be
 # restored into this run.
-STATE_DEFINING_FIELDS = ("model", "optimizer.name", "data.name", "dropout_rng")
+# (optimizer.ema_decay: with EMA the state holds the average too, and its decay is part of the
+# run's arithmetic.)
+STATE_DEFINING_FIELDS = (
+    "model",
+    "optimizer.name",
+    "optimizer.ema_decay",
+    "data.name",
+    "dropout_rng",
+)
 # Value of a state-defining field in configs saved before the field existed.
-_FIELD_DEFAULTS = {"dropout_rng": "threefry2x32"}
+_FIELD_DEFAULTS = {"dropout_rng": "threefry2x32", "optimizer.ema_decay": 0.0}
 
 log = logging.getLogger(__name__)
 

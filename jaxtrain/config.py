@@ -15,7 +15,7 @@ from jaxtrain.errors import ConfigError, DataError
 from jaxtrain.models.pretrained import check_pretrained
 from jaxtrain.models.registry import get_family, model_config, model_names, settings_from_config
 
-OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "adam", "adamw", "adagrad", "rmsprop")
+OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "adam", "adamw", "adagrad", "rmsprop", "muon")
 SCHEDULE_NAMES = ("constant", "piecewise", "exponential", "cosine", "warmup_cosine", "sgdr")
 CLASS_WEIGHTING_NAMES = ("none", "balanced", "given")
 SAMPLING_NAMES = ("uniform", "balanced")
@@ -113,6 +113,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer.decay_steps = 1000  # exponential: steps per decay_rate factor
     c.optimizer.restart_period = 1000  # sgdr: steps in the first cycle
     c.optimizer.restart_mult = 2.0  # sgdr: each cycle is this much longer than the previous
+    # Exponential moving average of the weights, updated after every step:
+    # ema = decay * ema + (1 - decay) * params, starting at the initial params. Validation, test,
+    # `eval`, `export` and `sample` then use the average. 0 turns it off; e.g. 0.999.
+    c.optimizer.ema_decay = 0.0
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every = 1000  # steps; also saved at the end and on SIGTERM/SIGINT
@@ -136,6 +140,12 @@ def get_config() -> ml_collections.ConfigDict:
     # split: every evaluation logs drift/... of validation against a train sample; the end writes
     # WORKDIR/drift_reference.json (the validation sample) for `python -m jaxtrain drift`. 0: off.
     c.drift.num_examples = 512
+    c.profile = ml_collections.ConfigDict()
+    # A jax.profiler trace (TensorBoard's profile plugin) of steps start_step+1 ..
+    # start_step+num_steps into WORKDIR/profile/, by process 0. num_steps=0 turns it off;
+    # start_step skips compilation and warm-up.
+    c.profile.start_step = 10
+    c.profile.num_steps = 0
 
     c.loss = ml_collections.ConfigDict()
     c.loss.label_smoothing = 0.0
@@ -212,6 +222,7 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
         "drift.num_examples",
         f"must be >= 0 (0 turns drift monitoring off), got {c.drift.num_examples}",
     )
+    _validate_profile(c.profile, c.total_steps)
     _check(c.early_stopping.patience >= 0, "early_stopping.patience", "must be >= 0 (0: off)")
     _check(c.early_stopping.min_delta >= 0, "early_stopping.min_delta", "must be >= 0")
     _check(
@@ -265,6 +276,18 @@ def _validate_checkpoint(k: ml_collections.ConfigDict) -> None:
     )
 
 
+def _validate_profile(p: ml_collections.ConfigDict, total_steps: int) -> None:
+    _check(p.start_step >= 0, "profile.start_step", f"must be >= 0, got {p.start_step}")
+    _check(p.num_steps >= 0, "profile.num_steps", f"must be >= 0 (0: off), got {p.num_steps}")
+    last = p.start_step + p.num_steps
+    _check(
+        p.num_steps == 0 or last <= total_steps,
+        "profile.start_step",
+        f"the trace would cover steps {p.start_step + 1}..{last}, beyond total_steps="
+        f"{total_steps}; lower profile.start_step or profile.num_steps",
+    )
+
+
 def _validate_model(m: ml_collections.ConfigDict) -> None:
     """The family's settings dataclass validates its own fields (jaxtrain/models/)."""
     settings = settings_from_config(m)
@@ -310,6 +333,11 @@ def _validate_optimizer(o: ml_collections.ConfigDict, total_steps: int) -> None:
     _check(o.decay_steps > 0, "optimizer.decay_steps", "must be > 0")
     _check(o.restart_period > 0, "optimizer.restart_period", "must be > 0")
     _check(o.restart_mult >= 1.0, "optimizer.restart_mult", "must be >= 1")
+    _check(
+        0.0 <= o.ema_decay < 1.0,
+        "optimizer.ema_decay",
+        f"must be in [0, 1) (0: off; e.g. 0.999), got {o.ema_decay}",
+    )
 
 
 def warmup_steps(c: ml_collections.ConfigDict) -> tuple[int, str]:

@@ -32,6 +32,38 @@ class TrainState:
     rng: jax.Array
     model_state: nnx.State  # non-parameter collections, e.g. batch statistics
 
+    weights = "params"  # which weights inference_params() returns (a class constant, not a leaf)
+
+    def inference_params(self) -> nnx.State:
+        """The weights evaluation and export use."""
+        return self.params
+
+    def with_params(self, params: nnx.State) -> "TrainState":
+        """This state with other params (warm start, pretrained import)."""
+        return self.replace(params=params)
+
+
+@flax.struct.dataclass
+class EMATrainState(TrainState):
+    """A TrainState that also holds an exponential moving average of the params
+    (config.optimizer.ema_decay > 0), which evaluation and export use instead of the params.
+
+    A class of its own rather than an optional field: a run without EMA keeps exactly the
+    TrainState pytree, so its step, its numbers and its checkpoints (old ones too) are unchanged.
+    Batch statistics in `model_state` are the live ones; only params are averaged."""
+
+    ema_params: nnx.State
+
+    weights = "ema"
+
+    def inference_params(self) -> nnx.State:
+        return self.ema_params
+
+    def with_params(self, params: nnx.State) -> "EMATrainState":
+        """New params restart the average from them (copied: the state is donated to the
+        step, and one buffer must not be donated twice)."""
+        return self.replace(params=params, ema_params=jax.tree.map(jnp.copy, params))
+
 
 @dataclasses.dataclass(frozen=True)
 class StepSpec:
@@ -49,6 +81,8 @@ class StepSpec:
     param_compute_sharding: Any = None
     # PRNG behind dropout (config.dropout_rng); state.rng holds this implementation's key words.
     rng_impl: str = "threefry2x32"
+    # config.optimizer.ema_decay: > 0 updates the EMATrainState's average after every step.
+    ema_decay: float = 0.0
 
 
 def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
@@ -62,22 +96,32 @@ def init_train_state(
     seed: int,
     *,
     rng_impl: str = "threefry2x32",
+    ema: bool = False,
 ) -> TrainState:
     """Builds the state from a seed. Meant to run under jit with out_shardings.
 
     Params are always initialized from a threefry key, so `rng_impl` (the dropout PRNG) never
-    changes the initial weights; only the dropout stream is drawn from `rng_impl`."""
+    changes the initial weights; only the dropout stream is drawn from `rng_impl`. `ema`: an
+    EMATrainState whose average starts at the initial params."""
     init_key, run_key = jax.random.split(jax.random.key(seed))
     if rng_impl != "threefry2x32":
         run_key = jax.random.key(jax.random.bits(run_key, (), jnp.uint32), impl=rng_impl)
     _, params, model_state = split_model(create_model(nnx.Rngs(params=init_key)))
-    return TrainState(
+    fields = dict(
         step=jnp.zeros((), jnp.int32),
         params=params,
         opt_state=tx.init(params),
         rng=jax.random.key_data(run_key),  # raw uint32 words: checkpointable as a plain array
         model_state=model_state,
     )
+    if ema:
+        return EMATrainState(**fields, ema_params=jax.tree.map(jnp.copy, params))
+    return TrainState(**fields)
+
+
+def update_ema(ema_params: nnx.State, params: nnx.State, decay: float) -> nnx.State:
+    """ema <- decay * ema + (1 - decay) * params, leaf by leaf, in the params' float32."""
+    return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params)
 
 
 def _forward(spec: StepSpec, params, model_state, x, *, train: bool, dropout_key):
@@ -172,6 +216,10 @@ def train_step(spec: StepSpec, state: TrainState, batch: Batch) -> tuple[TrainSt
     new_state = state.replace(
         step=state.step + 1, params=params, opt_state=opt_state, model_state=model_state
     )
+    if spec.ema_decay > 0:
+        new_state = new_state.replace(
+            ema_params=update_ema(state.ema_params, params, spec.ema_decay)
+        )
     return new_state, metrics
 
 
@@ -185,10 +233,11 @@ def accumulate_train_metrics(total: dict[str, Any], new: dict[str, Any]) -> dict
 
 def eval_step(spec: StepSpec, state: TrainState, batch: Batch) -> dict[str, jax.Array]:
     """Masked sums for one (possibly padded) batch: loss and count, plus the confusion matrix
-    (classification) or the correct-token count (language modeling)."""
+    (classification) or the correct-token count (language modeling). With EMA, of the
+    averaged weights."""
     logits, _ = _forward(
         spec,
-        state.params,
+        state.inference_params(),
         state.model_state,
         batch["inputs"],
         train=False,

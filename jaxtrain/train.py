@@ -33,6 +33,7 @@ from jaxtrain.parallel.compile_cache import enable_compilation_cache
 from jaxtrain.parallel.distributed import initialize_distributed
 from jaxtrain.perf import PerfTimer, tokens_per_example
 from jaxtrain.preemption import PreemptionWatcher
+from jaxtrain.profiling import StepTrace
 from jaxtrain.step import (
     TrainState,
     accumulate_train_metrics,
@@ -156,6 +157,11 @@ def train_and_evaluate(
         "workdir %s; mesh %s; %s params", workdir, dict(mesh.shape), f"{_count_params(state):,}"
     )
     drift = DriftMonitor(c, info, mesh) if c.drift.num_examples else None
+    if c.optimizer.ema_decay > 0:
+        log.info(
+            "validation and test metrics use the EMA of the weights (optimizer.ema_decay=%g)",
+            c.optimizer.ema_decay,
+        )
 
     # --- restore ------------------------------------------------------------------------
     carry, restored = _restore_or_start(c, ckpt, state, zero_pending, train_iter, workdir, is_main)
@@ -186,9 +192,16 @@ def train_and_evaluate(
     timer = PerfTimer(
         c.batch_size * c.num_seeds, tokens_per_example(info.input_shape, info.input_dtype)
     )
+    trace = StepTrace(
+        os.path.join(workdir, "profile"),
+        c.profile.start_step,
+        c.profile.num_steps,
+        enabled=is_main,
+    )
     t_start = time.perf_counter()
     end = start if stopper is not None and stopper.stopped else c.total_steps
     for step in range(start, end):
+        trace.before_step(step)
         with timer.data_wait():
             batch = sharding.make_global_batch(next(train_iter), data_sharding)
         state, step_metrics = train_fn(state, batch)
@@ -196,6 +209,7 @@ def train_and_evaluate(
         since += 1
         bar.update(1)
         done = step + 1
+        trace.after_step(done, state)
         if done % c.log_every == 0 or done == c.total_steps:
             # The only host sync of the loop: fetching the summed metrics.
             # Fetch before timing, so the interval ends when its steps have finished running.
@@ -230,11 +244,13 @@ def train_and_evaluate(
         if done == end:
             break
         if preempted and done < c.total_steps:
+            trace.close()
             ckpt.wait()  # synchronous: the process is about to exit
             watcher.close()
             writer.close()
             raise Preempted(done)
     watcher.close()
+    trace.close()
     bar.close()
     ckpt.wait()
 

@@ -73,7 +73,8 @@ def _merge(current: Any, saved: dict[str, np.ndarray], group: str, used: set[str
 
 
 def warm_start(state: Any, path: str) -> Any:
-    """Returns `state` with params and model collections replaced where paths match."""
+    """Returns `state` with params and model collections replaced where paths match (the
+    source's params, not its EMA average)."""
     step_dir = resolve_checkpoint_step(path)
     saved_state = _read_host_tree(step_dir)["train_state"]
     saved = {f"params/{k}": v for k, v in _flatten(saved_state["params"]).items()}
@@ -98,4 +99,5 @@ def warm_start(state: Any, path: str) -> Any:
         ", ".join(kept[:8]),
         len(set(saved) - used),
     )
-    return state.replace(params=params, model_state=model_state)
+    # With EMA the average restarts from the loaded params.
+    return state.with_params(params).replace(model_state=model_state)

@@ -34,6 +34,7 @@ from jax import lax
 
 from jaxtrain.models import settings as S
 from jaxtrain.models.attention import IMPLEMENTATIONS, dot_product_attention
+from jaxtrain.models.layers import REMAT_NAMES, remat
 
 POSITIONS = ("learned", "rope")
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -56,7 +57,9 @@ class GPTConfig:
     positions: str = "learned"  # "learned" | "rope"
     tie_embeddings: bool = True  # the output projection shares the input embedding
     compute_dtype: str = "float32"  # or "bfloat16": float32 params, bf16 compute, f32 loss
-    remat: bool = False  # recompute block activations in the backward pass (saves memory)
+    # Recompute block activations in the backward pass (saves memory): "none", "full",
+    # "dots_saveable", "dots_with_no_batch_dims_saveable" (jaxtrain/models/layers.py).
+    remat: str = "none"
     scaled_residual_init: bool = True  # GPT-2: out/down kernels ~ N(0, 0.02 / sqrt(2 N))
     attention_impl: str = "blocked"  # see jaxtrain.models.attention
     pad_id: int = S.dataset_field("pad_id", 0)
@@ -83,6 +86,7 @@ class GPTConfig:
             f"the tokenizer's pad_id {self.pad_id} is outside [0, {self.vocab_size})",
         )
         S.check_choice(self.attention_impl, "attention_impl", tuple(IMPLEMENTATIONS))
+        S.check_choice(self.remat, "remat", REMAT_NAMES)
 
     @property
     def head_dim(self) -> int:
@@ -190,11 +194,6 @@ def _block_forward(block: Block, x_BxLxD, positions_L, dropout_key, train: bool)
     return block(x_BxLxD, positions_L, train=train, dropout_key=dropout_key)
 
 
-# Rematerialised variant: the backward pass recomputes each block's activations from its input
-# instead of keeping them, so activation memory is one [B, L, D] per layer. `train` is static.
-_block_forward_remat = nnx.remat(_block_forward, static_argnums=(4,))
-
-
 class GPT(nnx.Module):
     """Token (+ learned position) embedding -> N pre-LN blocks -> LN -> vocabulary logits."""
 
@@ -235,7 +234,9 @@ class GPT(nnx.Module):
         positions_L = jnp.arange(length)
         x = self._embed(tokens_BxL, positions_L)
         x = self.dropout(x, deterministic=not train, rngs=jax.random.fold_in(dropout_key, 0))
-        forward = _block_forward_remat if self.cfg.remat else _block_forward
+        # Rematerialised (cfg.remat != "none"): the backward pass recomputes each block's
+        # activations from its input, keeping only what the policy saves. `train` is static.
+        forward = remat(_block_forward, self.cfg.remat, static_argnums=(4,))
         for i, block in enumerate(self.blocks):
             x = forward(block, x, positions_L, jax.random.fold_in(dropout_key, i + 1), train)
         return self._logits(x)

@@ -1,4 +1,6 @@
-"""Shared building blocks: initializer and normalization choices."""
+"""Shared building blocks: initializer, normalization and rematerialisation choices."""
+
+from collections.abc import Callable
 
 import jax
 from flax import nnx
@@ -35,3 +37,26 @@ class Norm(nnx.Module):
         if self.kind == "layernorm":
             return self.layer(x)
         return x
+
+
+# model.remat: what a rematerialised block keeps for the backward pass (jax.checkpoint_policies).
+# "full" keeps only the block's inputs and recomputes the rest; the "dots" policies keep matmul
+# outputs (all of them, or those without batch dimensions: weight-like products) and recompute
+# the cheap elementwise work around them.
+REMAT_POLICIES: dict[str, Callable[..., bool] | None] = {
+    "none": None,  # no rematerialisation: the backward pass reads the saved activations
+    "full": None,  # jax.checkpoint's default policy: save nothing inside the block
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+REMAT_NAMES = tuple(REMAT_POLICIES)
+
+
+def remat(fn: Callable, policy: str, *, static_argnums: tuple[int, ...] = ()) -> Callable:
+    """`fn` rematerialised under the named policy (`fn` itself for "none"); NNX-aware, so `fn`
+    may take modules. ValueError lists the valid names."""
+    if policy not in REMAT_POLICIES:
+        raise ValueError(f"unknown remat policy {policy!r}; valid: {', '.join(REMAT_NAMES)}")
+    if policy == "none":
+        return fn
+    return nnx.remat(fn, static_argnums=static_argnums, policy=REMAT_POLICIES[policy])

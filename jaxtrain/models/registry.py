@@ -17,6 +17,8 @@ from jaxtrain.models import bert, cnn, gpt, mlp, resnet
 from jaxtrain.models import settings as S
 
 IMAGES = ("image_classification",)
+# Saved values of fields whose type changed, read as today's: (family, field) -> {old: new}.
+_LEGACY_VALUES = {("gpt", "remat"): {False: "none", True: "full"}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,12 +90,17 @@ def create_model(name: str, *, rngs: nnx.Rngs, **fields: Any) -> nnx.Module:
 
 def family_config_of(saved_model: dict) -> dict:
     """A saved config's model part reduced to its family's fields (runs saved before models
-    had per-family configs stored every family's fields)."""
+    had per-family configs stored every family's fields), with legacy values (gpt's boolean
+    `remat`) read as today's."""
     name = saved_model.get("name")
     if name not in MODELS:
         return dict(saved_model)
     known = S.config_fields(MODELS[name].settings)
-    return {k: v for k, v in saved_model.items() if k == "name" or k in known}
+    out = {k: v for k, v in saved_model.items() if k == "name" or k in known}
+    for (family, field), renamed in _LEGACY_VALUES.items():
+        if family == name and isinstance(out.get(field), bool):
+            out[field] = renamed[out[field]]
+    return out
 
 
 def _check_known(name: str, values: dict[str, Any]) -> None:

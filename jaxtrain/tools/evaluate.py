@@ -116,7 +116,8 @@ def evaluate_checkpoint(workdir: str, which: str) -> dict[str, float]:
         run.config, "test", run.state, run.eval_fn, run.mesh, run.info
     )
     step = run.step
-    result = {"checkpoint": which, "step": step, **scalars}
+    # weights: "ema" when the run kept an average of its weights (evaluated instead of them).
+    result = {"checkpoint": which, "step": step, "weights": run.state.weights, **scalars}
     if jax.process_index() == 0:
         out = os.path.join(workdir, "eval", f"eval_{which}_step{step}.json")
         record = dict(result)

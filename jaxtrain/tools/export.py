@@ -1,7 +1,9 @@
 """Export a trained model's inference function with jax.export: `python -m jaxtrain export`.
 
 The file holds the serialized StableHLO of `uint8 images [b, H, W, C] -> logits [b, K]` with the
-params baked in as constants and a symbolic batch size `b`. Loading it needs only jax:
+params baked in as constants and a symbolic batch size `b`. A run that kept an EMA of its weights
+(config.optimizer.ema_decay > 0) exports the average, as its evaluations used. Loading it needs
+only jax:
 
     exported = jax.export.deserialize(open(path, "rb").read())
     logits = exported.call(images_uint8)
@@ -22,8 +24,9 @@ from jaxtrain.tools.evaluate import restore_run_state
 
 
 def inference_fn(graphdef: nnx.GraphDef, state: TrainState, mean: float, std: float):
-    """uint8 images -> logits, in eval mode (running batch stats, no dropout)."""
-    params, model_state = jax.device_get((state.params, state.model_state))
+    """uint8 images -> logits, in eval mode (running batch stats, no dropout), with the weights
+    evaluation uses (the EMA average when the state keeps one)."""
+    params, model_state = jax.device_get((state.inference_params(), state.model_state))
 
     def predict(images_BxHxWxC: jax.Array) -> jax.Array:
         x = (images_BxHxWxC.astype(jnp.float32) / 255.0 - mean) / std
@@ -35,7 +38,7 @@ def inference_fn(graphdef: nnx.GraphDef, state: TrainState, mean: float, std: fl
 
 def token_inference_fn(graphdef: nnx.GraphDef, state: TrainState):
     """int32 token ids (right-padded) -> logits, in eval mode."""
-    params, model_state = jax.device_get((state.params, state.model_state))
+    params, model_state = jax.device_get((state.inference_params(), state.model_state))
 
     def predict(tokens_BxL: jax.Array) -> jax.Array:
         model = nnx.merge(graphdef, params, model_state, copy=True)
@@ -85,6 +88,7 @@ def export_model(workdir: str, which: str, out: str, *, int8: bool = False) -> d
         "bytes": os.path.getsize(out),
         "input": f"{jnp.dtype(dtype).name}{list(shape)}",
         "int8": int8,
+        "weights": run.state.weights,  # "ema" or "params"
         "classes": list(info.class_names),
     }
     return summary

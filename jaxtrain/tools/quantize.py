@@ -79,7 +79,7 @@ def quantized_inference_fn(graphdef: nnx.GraphDef, state: TrainState, mean: floa
     The int8 values and float32 scales are closed over, so `jax.export` serializes them as
     constants; dequantization runs inside the exported function.
     """
-    values, scales = quantize_params(state.params)
+    values, scales = quantize_params(state.inference_params())
     model_state = jax.device_get(state.model_state)
 
     def predict(images_BxHxWxC: jax.Array) -> jax.Array:

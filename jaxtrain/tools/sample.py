@@ -176,7 +176,7 @@ def sample_from_run(
         run.config.data.tokenizer, resolve_data_dir(run.config.data.data_dir)
     )
     ids = tok.encode(prompt, add_special_tokens=False).ids
-    params = jax.device_get(run.state.params)
+    params = jax.device_get(run.state.inference_params())  # the EMA average when kept
     new = generate(
         run.graphdef,
         params,

@@ -29,7 +29,7 @@ def _model(positions: str = "learned", compute_dtype: str = "float32"):
         positions=positions,
         tie_embeddings=False,
         compute_dtype=compute_dtype,
-        remat=False,
+        remat="none",
         pad_id=0,
     )
     graphdef, params = nnx.split(GPT(cfg, rngs=nnx.Rngs(params=0)), nnx.Param)

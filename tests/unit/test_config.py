@@ -45,6 +45,17 @@ def test_every_experiment_file_is_a_valid_config(path):
         ("model.init", "orthogonal", "config.model.init"),
         ("model.dropout", 1.0, "config.model.dropout"),
         ("loss.label_smoothing", 1.5, "config.loss.label_smoothing"),
+        ("optimizer.ema_decay", 1.0, "config.optimizer.ema_decay: must be in .0, 1. .0: off"),
+        ("optimizer.ema_decay", -0.1, "config.optimizer.ema_decay: must be in .0, 1. .0: off"),
+        ("optimizer.name", "Muon", "config.optimizer.name: 'Muon' is not one of .*muon"),
+        ("profile.start_step", -1, "config.profile.start_step: must be >= 0"),
+        ("profile.num_steps", -2, "config.profile.num_steps: must be >= 0"),
+        (
+            "profile.num_steps",
+            991,
+            "config.profile.start_step: the trace would cover steps "
+            "11..1001, beyond total_steps=1000",
+        ),
     ],
 )
 def test_impossible_values_name_the_field(field, value, message):

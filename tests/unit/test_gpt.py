@@ -16,6 +16,8 @@ from jax.sharding import PartitionSpec as P
 from jaxtrain.errors import ConfigError
 from jaxtrain.models import attention
 from jaxtrain.models.gpt import GPT, GPTConfig, count_params, flops_per_token, matmul_params
+from jaxtrain.models.layers import REMAT_NAMES, REMAT_POLICIES, remat
+from jaxtrain.models.registry import family_config_of
 
 LOGICAL_AXES = {"vocab", "embed", "mlp", "heads", "kv", "norm", None}
 
@@ -32,7 +34,7 @@ def _cfg(**kw) -> GPTConfig:
         positions="learned",
         tie_embeddings=True,
         compute_dtype="float32",
-        remat=False,
+        remat="none",
         pad_id=0,
     )
     return GPTConfig(**{**base, **kw})
@@ -139,20 +141,60 @@ def test_right_padding_does_not_change_real_positions():
     )
 
 
-def test_remat_same_logits_and_grads():
+def _remat_loss(policy: str):
+    cfg = _cfg(remat=policy, positions="rope", tie_embeddings=False, dropout=0.1)
+    graphdef, params = _split(cfg)
     tokens = _tokens((2, 24))
-    results = []
-    for remat in (False, True):
-        cfg = _cfg(remat=remat, positions="rope", tie_embeddings=False, dropout=0.1)
-        graphdef, params = _split(cfg)
 
-        def loss(p, graphdef=graphdef):
-            logits = _logits(graphdef, p, tokens, train=True, key=7)
-            return jnp.mean(logits**2), logits
+    def loss(p):
+        model = nnx.merge(graphdef, p, copy=True)
+        logits = model(tokens, train=True, dropout_key=jax.random.key(7))
+        return jnp.mean(logits**2), logits
 
-        (_, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
-        results.append((logits, grads))
-    chex.assert_trees_all_close(results[0], results[1], atol=1e-6, rtol=1e-5)
+    return jax.value_and_grad(loss, has_aux=True), params
+
+
+@functools.lru_cache
+def _remat_result(policy: str):
+    fn, params = _remat_loss(policy)
+    (_, logits), grads = jax.jit(fn)(params)
+    return logits, grads
+
+
+# Each policy is one more compile (~10-30 s on 2 shared cores): the dots policies run in
+# `make test-slow`; that every policy reaches the program is checked below without compiling.
+@pytest.mark.parametrize(
+    "policy", ["full", *(pytest.param(n, marks=pytest.mark.slow) for n in REMAT_NAMES[2:])]
+)
+def test_remat_policies_give_the_same_logits_and_grads(policy):
+    chex.assert_trees_all_close(_remat_result(policy), _remat_result("none"), atol=1e-6, rtol=1e-5)
+
+
+def test_remat_policy_reaches_the_program():
+    """One rematerialised call per block, carrying the named policy (the primitive is remat2
+    or checkpoint, depending on the jax version); none for "none"."""
+    for policy in REMAT_NAMES:
+        fn, params = _remat_loss(policy)
+        eqns = jax.make_jaxpr(fn)(params).jaxpr.eqns
+        policies = [e.params["policy"] for e in eqns if "prevent_cse" in e.params]
+        want = [] if policy == "none" else [REMAT_POLICIES[policy]] * 2
+        assert policies == want, policy
+
+
+def test_unknown_remat_policy_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"config.model.remat: 'dots' is not one of none, full,"):
+        _cfg(remat="dots")
+    with pytest.raises(ConfigError, match="config.model.remat: True is not one of"):
+        _cfg(remat=True)  # the old boolean field
+    with pytest.raises(ValueError, match="valid: none, full, dots_saveable"):
+        remat(lambda x: x, "everything")
+
+
+def test_saved_boolean_remat_reads_as_a_policy():
+    """Runs saved when remat was a boolean still resume, evaluate and export."""
+    saved = {"name": "gpt", **dataclasses.asdict(_cfg()), "remat": True}
+    assert family_config_of(saved)["remat"] == "full"
+    assert family_config_of({**saved, "remat": False})["remat"] == "none"
 
 
 def test_dropout_uses_the_explicit_key():

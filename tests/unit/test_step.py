@@ -3,6 +3,8 @@
 Synthetic arrays are fine here: these tests check arithmetic identities, not learning.
 """
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -10,13 +12,17 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxtrain import metrics, models
-from jaxtrain.build import create_state_and_steps, params_digest
+from jaxtrain import ensemble, metrics, models
+from jaxtrain.build import create_state_and_steps, model_graphdef, params_digest
+from jaxtrain.checkpoint import check_compatible
 from jaxtrain.config import get_config
 from jaxtrain.data.loader import DatasetInfo
+from jaxtrain.errors import CheckpointError
 from jaxtrain.losses import cross_entropy
 from jaxtrain.models import model_config
 from jaxtrain.parallel import sharding
+from jaxtrain.step import EMATrainState, TrainState
+from jaxtrain.tools.export import inference_fn
 
 IN_SHAPE = (28, 28, 1)
 INFO = DatasetInfo(
@@ -216,3 +222,103 @@ def test_macro_metrics_from_confusion():
     assert out["precision_macro"] == pytest.approx(np.mean(precision))
     assert out["recall_macro"] == pytest.approx(np.mean(recall))
     assert out["f1_macro"] == pytest.approx(np.mean(f1))
+
+
+# --- EMA of the weights (config.optimizer.ema_decay) --------------------------------------
+
+
+def _host(tree) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(tree))]
+
+
+@functools.lru_cache
+def _ema_run(decay: float, batch_seeds: tuple[int, ...], seed: int = 0):
+    """A run of the small MLP over `batch_seeds` batches; cached: the tests only read it.
+    Returns (state, params after each step, the eval step, mesh)."""
+    c = _mlp_config()
+    c.optimizer.ema_decay, c.seed = decay, seed
+    mesh = sharding.create_mesh(1)
+    state, train, evaluate = create_state_and_steps(c, mesh, INFO)
+    history = [_host(state.params)]
+    for s in batch_seeds:
+        batch = sharding.make_global_batch(_batch(32, seed=s), sharding.batch_sharding(mesh))
+        state, _ = train(state, batch)
+        history.append(_host(state.params))
+    return state, history, evaluate, mesh
+
+
+def test_ema_follows_its_recursion_and_does_not_change_training():
+    plain, _, _, _ = _ema_run(0.0, (0, 2))
+    assert type(plain) is TrainState and not hasattr(plain, "ema_params")  # off: no new leaf
+    state, history, _, _ = _ema_run(0.9, (0, 2))
+    assert isinstance(state, EMATrainState)
+    np.testing.assert_array_equal(params_digest(state), params_digest(plain))  # same training
+    expected = history[0]  # the average starts at the initial params
+    for params in history[1:]:
+        expected = [
+            np.float32(0.9) * e + np.float32(0.1) * p for e, p in zip(expected, params, strict=True)
+        ]
+    for got, want in zip(_host(state.ema_params), expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(_host(state.ema_params)[0], history[-1][0])
+
+
+def test_eval_and_export_use_the_ema_weights():
+    state, _, evaluate, mesh = _ema_run(0.9, (0, 2))
+    b = sharding.make_global_batch(_batch(16, seed=9), sharding.batch_sharding(mesh))
+    as_params = TrainState(
+        step=state.step,
+        params=state.ema_params,
+        opt_state=state.opt_state,
+        rng=state.rng,
+        model_state=state.model_state,
+    )
+    live = as_params.replace(params=state.params)
+    plain_eval = _ema_run(0.0, (0, 2))[2]
+    got = jax.device_get(evaluate(state, b))
+    chex.assert_trees_all_equal(got, jax.device_get(plain_eval(as_params, b)))
+    assert got["loss_sum"] != jax.device_get(plain_eval(live, b))["loss_sum"]
+    graphdef = model_graphdef(_mlp_config(), INFO)
+    images = np.random.default_rng(0).integers(0, 256, (4, *IN_SHAPE), dtype=np.uint8)
+    chex.assert_trees_all_close(
+        inference_fn(graphdef, state, 0.0, 1.0)(images),
+        inference_fn(graphdef, as_params, 0.0, 1.0)(images),
+        atol=1e-6,
+    )
+    assert (state.weights, as_params.weights) == ("ema", "params")
+
+
+def test_new_params_restart_the_ema_in_their_own_buffers():
+    state = _ema_run(0.9, (0, 2))[0]
+    new = jax.tree.map(lambda x: x + 1.0, state.params)
+    moved = state.with_params(new)
+    chex.assert_trees_all_equal(moved.ema_params, new)
+    pairs = zip(jax.tree.leaves(moved.ema_params), jax.tree.leaves(moved.params), strict=True)
+    for a, b in pairs:
+        assert a.unsafe_buffer_pointer() != b.unsafe_buffer_pointer()  # both donated each step
+
+
+# One more compile of a vmapped step (~40 s on 2 shared cores): in `make test-slow`.
+@pytest.mark.slow
+def test_ema_with_vmapped_seeds_equals_each_seed_alone():
+    c = _mlp_config()
+    c.optimizer.ema_decay, c.num_seeds = 0.9, 2
+    mesh = sharding.create_mesh(1)
+    both, train, _ = create_state_and_steps(c, mesh, INFO)
+    member = ensemble.member_sharding(sharding.batch_sharding(mesh))
+    for seeds in ((0, 1), (2, 3)):  # member k reads batches k, k + 2
+        stacked = {k: np.stack([_batch(32, seed=s)[k] for s in seeds]) for k in _batch(1)}
+        both, _ = train(both, jax.device_put(stacked, member))
+    for k in range(2):
+        alone = _ema_run(0.9, (k, k + 2), seed=k)[0]
+        for m, a in zip(_host(both.ema_params), _host(alone.ema_params), strict=True):
+            np.testing.assert_allclose(m[k], a, rtol=1e-5, atol=1e-6)
+
+
+def test_ema_on_or_off_must_match_the_checkpoint():
+    saved, current = get_config().to_dict(), get_config().to_dict()
+    current["optimizer"]["ema_decay"] = 0.999
+    with pytest.raises(CheckpointError, match=r"optimizer.ema_decay: checkpoint 0.0 vs config"):
+        check_compatible(saved, current, "here")
+    del saved["optimizer"]["ema_decay"]  # saved before the field existed: no EMA
+    check_compatible(saved, get_config().to_dict(), "here")
