@@ -92,7 +92,18 @@ def create_state_and_steps(
     info: DatasetInfo,
     class_weights: tuple[float, ...] = (),
 ):
-    """Initializes the state sharded over `mesh` and compiles-on-first-call the two steps.
+    """Initializes the state sharded over `mesh` and compiles-on-first-call the two steps."""
+    state, spec, state_sharding = create_state_and_spec(c, mesh, info, class_weights)
+    return (state, *compile_steps(c, mesh, spec, state_sharding))
+
+
+def create_state_and_spec(
+    c: ml_collections.ConfigDict,
+    mesh,
+    info: DatasetInfo,
+    class_weights: tuple[float, ...] = (),
+) -> tuple[TrainState, StepSpec, Any]:
+    """The state sharded over `mesh`, the step's static spec and the state's shardings.
 
     Init goes eval_shape -> shardings -> jit(init, out_shardings), so params are created directly
     where they live instead of on one device first.
@@ -136,6 +147,11 @@ def create_state_and_steps(
         param_compute_sharding=partitioning.compute_shardings(state_sharding.params, mesh),
         rng_impl=c.dropout_rng,
     )
+    return state, spec, state_sharding
+
+
+def compile_steps(c: ml_collections.ConfigDict, mesh, spec: StepSpec, state_sharding):
+    """(train, evaluate): the jitted steps with explicit shardings; train donates the state."""
     data_sharding = sharding.batch_sharding(mesh)
     metrics_sharding = sharding.replicated(mesh)
     step_fn = functools.partial(train_step, spec)
@@ -155,7 +171,7 @@ def create_state_and_steps(
         in_shardings=(state_sharding, data_sharding),
         out_shardings=metrics_sharding,
     )
-    return state, train, evaluate
+    return train, evaluate
 
 
 def make_carry(state: TrainState, pending: dict, pending_steps: int) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Exceptions that the CLI turns into one-line messages and documented exit codes."""
 
+EXIT_DIFFER = 1  # diverge: the two runs differ
 EXIT_BAD_INPUT = 2  # config, command line, data or checkpoint problems
 EXIT_NONFINITE = 3  # the training loss became NaN/Inf
 EXIT_PREEMPTED = 4  # SIGTERM/SIGINT: a checkpoint was saved; re-run the command to continue
