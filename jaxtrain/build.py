@@ -93,7 +93,18 @@ def create_state_and_steps(
     info: DatasetInfo,
     class_weights: tuple[float, ...] = (),
 ):
-    """Initializes the state sharded over `mesh` and compiles-on-first-call the two steps.
+    """Initializes the state sharded over `mesh` and compiles-on-first-call the two steps."""
+    state, spec, state_sharding = create_state_and_spec(c, mesh, info, class_weights)
+    return (state, *compile_steps(c, mesh, spec, state_sharding, info=info, state=state))
+
+
+def create_state_and_spec(
+    c: ml_collections.ConfigDict,
+    mesh,
+    info: DatasetInfo,
+    class_weights: tuple[float, ...] = (),
+) -> tuple[TrainState, StepSpec, Any]:
+    """The state sharded over `mesh`, the step's static spec and the state's shardings.
 
     Init goes eval_shape -> shardings -> jit(init, out_shardings), so params are created directly
     where they live instead of on one device first.
@@ -143,6 +154,14 @@ def create_state_and_steps(
         rng_impl=c.dropout_rng,
         ema_decay=c.optimizer.ema_decay,
     )
+    return state, spec, state_sharding
+
+
+def compile_steps(
+    c: ml_collections.ConfigDict, mesh, spec: StepSpec, state_sharding, *, info=None, state=None
+):
+    """(train, evaluate): the jitted steps with explicit shardings; train donates the state.
+    grad_accum_steps=auto also needs the dataset's `info` and the (abstract) `state`."""
     data_sharding = sharding.batch_sharding(mesh)
     metrics_sharding = sharding.replicated(mesh)
     step_fn = functools.partial(train_step, spec)
@@ -160,7 +179,10 @@ def create_state_and_steps(
             donate_argnums=(0,),
         )
 
-    if auto:
+    if c.optimizer.grad_accum_steps == batch_fit.AUTO:
+        if info is None or state is None:
+            raise ValueError("grad_accum_steps=auto: compile_steps needs info= and state=")
+        abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
         train = _auto_accum_train(c, mesh, info, spec, jit_train, abstract, state_sharding)
     else:
         train = jit_train(step_fn)
@@ -169,7 +191,7 @@ def create_state_and_steps(
         in_shardings=(state_sharding, data_sharding),
         out_shardings=metrics_sharding,
     )
-    return state, train, evaluate
+    return train, evaluate
 
 
 def _auto_accum_train(c, mesh, info, spec, jit_train, abstract, state_sharding):

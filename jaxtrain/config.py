@@ -45,6 +45,10 @@ def get_config() -> ml_collections.ConfigDict:
     # always uses threefry. Measured on 2 CPU cores: no faster for the dropout-0.1 GPT step
     # (benchmarks/RESULTS.md); there all of dropout costs ~10% of the step.
     c.dropout_rng = "threefry2x32"
+    # N > 0: every N steps (and at step 0) append per-leaf fingerprints of params, gradient,
+    # optimizer state and batch to WORKDIR/fingerprints.jsonl, for `jaxtrain diverge`. 0: off.
+    # Changes no number of the run; each costs about one train step (N >= 200: < 1%).
+    c.fingerprint_every = 0
 
     c.mesh = ml_collections.ConfigDict()
     # Device mesh axes (data, fsdp, tensor); -1 means "the remaining devices" (at most one -1).
@@ -177,6 +181,12 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
     _check(c.num_devices == -1 or c.num_devices > 0, "num_devices", "must be -1 (all) or > 0")
     _check(c.num_seeds >= 1, "num_seeds", f"must be >= 1, got {c.num_seeds}")
     _check_choice(c.dropout_rng, "dropout_rng", DROPOUT_RNG_NAMES)
+    _check(c.fingerprint_every >= 0, "fingerprint_every", "must be >= 0 (0: off)")
+    _check(
+        c.num_seeds == 1 or c.fingerprint_every == 0,
+        "fingerprint_every",
+        f"is not supported with num_seeds={c.num_seeds}; fingerprint one seed per run",
+    )
     if c.num_seeds > 1:
         _check(
             tuple(c.mesh.shape)[1:] == (1, 1),

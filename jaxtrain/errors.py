@@ -2,6 +2,7 @@
 
 EXIT_NOT_REPRODUCED = 1  # reproduce: the result misses the experiment's EXPECTED
 EXIT_DRIFT = 1  # `drift`: a statistic's PSI is above --threshold
+EXIT_DIFFER = 1  # diverge: the two runs differ
 EXIT_BAD_INPUT = 2  # config, command line, data or checkpoint problems
 EXIT_NONFINITE = 3  # the training loss became NaN/Inf
 EXIT_PREEMPTED = 4  # SIGTERM/SIGINT: a checkpoint was saved; re-run the command to continue

@@ -177,8 +177,9 @@ def _split_micro(batch: Batch, num_micro: int) -> Batch:
     )
 
 
-def train_step(spec: StepSpec, state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
-    """One optimizer update on a global batch; pure. Returns (new state, flat scalar metrics)."""
+def compute_grads(spec: StepSpec, state: TrainState, batch: Batch):
+    """The gradient of this step's update (averaged over micro-batches), with the new model
+    state, loss and correct count; train_step's first half, also used for fingerprints."""
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng, impl=spec.rng_impl), state.step)
     num_micro = spec.grad_accum_steps
     if num_micro == 1:
@@ -202,7 +203,12 @@ def train_step(spec: StepSpec, state: TrainState, batch: Batch) -> tuple[TrainSt
         )
         grads = jax.tree.map(lambda g: g / num_micro, grads)
         loss, correct = jnp.mean(losses), jnp.sum(corrects)
+    return grads, model_state, loss, correct
 
+
+def train_step(spec: StepSpec, state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+    """One optimizer update on a global batch; pure. Returns (new state, flat scalar metrics)."""
+    grads, model_state, loss, correct = compute_grads(spec, state, batch)
     updates, opt_state = spec.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {

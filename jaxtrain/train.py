@@ -17,7 +17,8 @@ from jaxtrain import ensemble, provenance
 from jaxtrain import metrics as metrics_lib
 from jaxtrain.build import (
     abstract_like,
-    create_state_and_steps,
+    compile_steps,
+    create_state_and_spec,
     make_carry,
     zero_train_metrics,
 )
@@ -28,6 +29,7 @@ from jaxtrain.drift import REFERENCE_FILE, DriftMonitor
 from jaxtrain.early_stopping import EarlyStopping
 from jaxtrain.errors import CheckpointError, Preempted
 from jaxtrain.evaluation import data_options, evaluate_split
+from jaxtrain.fingerprint import FingerprintLog
 from jaxtrain.parallel import sharding
 from jaxtrain.parallel.compile_cache import enable_compilation_cache
 from jaxtrain.parallel.distributed import initialize_distributed
@@ -145,7 +147,9 @@ def train_and_evaluate(
     train_iter = iterators[0] if len(seeds) == 1 else ensemble.MemberIterators(iterators)
 
     # --- model, optimizer, shardings ----------------------------------------------------
-    state, train_fn, eval_fn = create_state_and_steps(c, mesh, info, class_weights)
+    state, spec, state_sharding = create_state_and_spec(c, mesh, info, class_weights)
+    train_fn, eval_fn = compile_steps(c, mesh, spec, state_sharding, info=info, state=state)
+    fingerprints = FingerprintLog(spec, mesh, workdir, every=c.fingerprint_every, enabled=is_main)
     accumulate = jax.jit(accumulate_train_metrics)
     data_sharding = sharding.batch_sharding(mesh)
     zero_pending = zero_train_metrics(
@@ -176,6 +180,7 @@ def train_and_evaluate(
 
     # --- loop -----------------------------------------------------------------------------
     start = int(np.asarray(state.step).reshape(-1)[0])  # members share the step
+    fingerprints.start(state, start)
     bar = tqdm.tqdm(
         total=c.total_steps,
         initial=start,
@@ -204,14 +209,16 @@ def train_and_evaluate(
         trace.before_step(step)
         with timer.data_wait():
             batch = sharding.make_global_batch(next(train_iter), data_sharding)
+        grads_fp = fingerprints.grads(state, batch, step + 1)  # None unless due
         state, step_metrics = train_fn(state, batch)
         pending = accumulate(pending, step_metrics)
         since += 1
         bar.update(1)
         done = step + 1
         trace.after_step(done, state)
+        fingerprints.write(done, state, grads_fp)
         if done % c.log_every == 0 or done == c.total_steps:
-            # The only host sync of the loop: fetching the summed metrics.
+            # The loop's host sync (besides fingerprints, when on): fetching the summed metrics.
             # Fetch before timing, so the interval ends when its steps have finished running.
             totals = jax.device_get(pending)
             scalars = _log_train(writer, bar, done, totals, since, timer.lap(since), seeds)

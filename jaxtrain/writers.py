@@ -61,6 +61,11 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
     return _parse_metrics(os.path.join(workdir, "metrics.jsonl"))[0]
 
 
+def read_records(path: str) -> tuple[list[dict[str, Any]], str]:
+    """Any {"step": N, ...} JSONL file's records and its torn last line; see _parse_metrics."""
+    return _parse_metrics(path)
+
+
 def check_metrics(workdir: str) -> None:
     """Raises CheckpointError now if metrics.jsonl could not be resumed (see _parse_metrics)."""
     path = os.path.join(workdir, "metrics.jsonl")

@@ -16,6 +16,7 @@ from jaxtrain.cli.config_file import check_config_file, raised_by_config_file
 from jaxtrain.cli.help import PROG, Command
 from jaxtrain.errors import (
     EXIT_BAD_INPUT,
+    EXIT_DIFFER,
     EXIT_DRIFT,
     EXIT_NOT_REPRODUCED,
 )
@@ -387,6 +388,20 @@ def _drift(args: list[str]) -> None:
         sys.exit(EXIT_DRIFT)
 
 
+def _diverge(args: list[str]) -> None:
+    from jaxtrain.tools.diverge import diverge, format_report, report_json
+    from jaxtrain.writers import write_json
+
+    if len(args) != 2:
+        fail(f"diverge takes two run directories, got {len(args)}; {see('diverge')}")
+    result = diverge(args[0], args[1])
+    if _OUT.value:
+        write_json(_OUT.value, report_json(result))
+    print(format_report(result), flush=True)
+    if result.verdict != "identical":
+        sys.exit(EXIT_DIFFER)
+
+
 def _config_overrides(argv: list[str]) -> list[str]:
     """The --config.a.b=v flags as given: every sweep trial, and compare's arm B, get them."""
     return [a for a in argv if a.startswith("--config.")]
@@ -517,6 +532,20 @@ COMMANDS = {
         run=_drift,
         required=("workdir", "data"),
         flag_help={"out": "Where to write the JSON report (default: DIR/drift/NAME_SPLIT.json)."},
+    ),
+    "diverge": Command(
+        summary="Name the first step where two runs' fingerprints differ (exit 1) and why.",
+        usage=("RUN_A RUN_B [--out report.json]",),
+        flags=("out",),
+        run=_diverge,
+        positional=True,
+        flag_help={"out": "Also write the report as JSON here."},
+        notes=lambda: [
+            "Both runs need --config.fingerprint_every=N > 0 (off by default; changes no "
+            "number of a run).",
+            "Exit code: 0 identical at every common step, 1 they differ (float-level or not), "
+            "2 bad input.",
+        ],
     ),
 }  # fmt: skip
 OWN_FLAGS = frozenset(name for command in COMMANDS.values() for name in command.flags)

@@ -163,6 +163,8 @@ CASES = [
          "Dataset 'fashion_mnist' is not prepared"),
     Case("num_classes_mismatch", (*TRAIN, "--config.model.num_classes=5"),
          "config.model.num_classes: 5 but dataset 'fashion_mnist' has 10 classes"),
+    Case("negative_fingerprint_every", (*TRAIN, "--config.fingerprint_every=-1"),
+         "config.fingerprint_every: must be >= 0 (0: off)"),
     # --- checkpoints and the run directory ---
     Case("resume_with_other_model", (*TRAIN, "--config.model.features=(64,)"),
          "incompatible config (model.features"),
@@ -261,6 +263,13 @@ CASES = [
     Case("reproduce_without_expected", ("reproduce", "{tmp}/e.py", "--workdir", "{tmp}/r"),
          "{tmp}/e.py: EXPECTED must be a jaxtrain.expected.Expected", _write("e.py", MISSPELLED)),
     Case("reproduce_missing_file", ("reproduce", "{tmp}/nope.py"), "{tmp}/nope.py: no such file"),
+    # --- diverge ---
+    Case("diverge_not_a_run", ("diverge", "{tmp}", "{run}"),
+         "RUN_A {tmp} is not a jaxtrain run (no config.json)"),
+    Case("diverge_no_fingerprints", ("diverge", "{run}", "{run}"),
+         "RUN_A {run} has no fingerprints (fingerprints.jsonl; it trained with "
+         "fingerprint_every=0)"),
+    Case("diverge_one_run", ("diverge", "{run}"), "diverge takes two run directories, got 1"),
     # --- the command line itself ---
     Case("unknown_command", ("trian",), "unknown command 'trian' (did you mean train?)"),
     Case("flag_of_another_command", ("eval", "--workdir", "{run}", "--prompt", "hi"),
