@@ -1,6 +1,7 @@
-"""Shared building blocks: initializer and normalization choices."""
+"""Shared building blocks: initializer and normalization choices, logically named params."""
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 
@@ -35,3 +36,15 @@ class Norm(nnx.Module):
         if self.kind == "layernorm":
             return self.layer(x)
         return x
+
+
+def logical_param(
+    rngs: nnx.Rngs, init: jax.nn.initializers.Initializer, shape: tuple[int, ...], names: tuple
+) -> nnx.Param:
+    """A float32 param annotated with logical axis names (jaxtrain/parallel/partitioning.py).
+
+    `eager_sharding=False`: the names are logical, not mesh axes, so the variable must not be
+    placed at creation; the trainer maps names to mesh axes. Draws one key from rngs.params()
+    even for constant initializers, so adding a param shifts the keys of those after it."""
+    init = nnx.with_partitioning(init, names, eager_sharding=False)
+    return nnx.Param(init(rngs.params(), shape, jnp.float32))
