@@ -10,7 +10,8 @@ import difflib
 import ml_collections
 
 from jaxtrain import batch_fit
-from jaxtrain.data.registry import validate_dataset_name
+from jaxtrain.data.packing import PACKINGS
+from jaxtrain.data.registry import LANGUAGE_MODELING, validate_dataset_name
 from jaxtrain.errors import ConfigError, DataError
 from jaxtrain.models.pretrained import check_pretrained
 from jaxtrain.models.registry import get_family, model_config, model_names, settings_from_config
@@ -60,6 +61,7 @@ def get_config() -> ml_collections.ConfigDict:
         ("embed", "fsdp"),
         ("mlp", "tensor"),
         ("heads", "tensor"),
+        ("kv_heads", "tensor"),  # llama's key/value heads ("": replicate them when fewer)
         ("kv", ""),
         ("classes", ""),
         ("norm", ""),
@@ -89,6 +91,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.augment_crop_pad = 0  # images: random crop after zero-padding by this many pixels
     c.data.augment_flip = False  # images: random horizontal flip
     c.data.sampling = "uniform"  # or "balanced": resample train so every class is equally likely
+    # Language modeling: "none" cuts the concatenated documents into seq_len + 1 windows;
+    # "documents" packs whole documents into rows, and the model attends only within each one
+    # (positions restart per document; cross-document targets are masked). jaxtrain/data/packing.py
+    c.data.packing = "none"
 
     # The model family's own fields (jaxtrain/models/registry.py); another family:
     # c.model = model_config("gpt", d_model=384, ...).
@@ -221,6 +227,7 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
     _check(c.data.seq_len > 1, "data.seq_len", f"must be > 1, got {c.data.seq_len}")
     _check(c.data.augment_crop_pad >= 0, "data.augment_crop_pad", "must be >= 0 (0: off)")
     _check_choice(c.data.sampling, "data.sampling", SAMPLING_NAMES)
+    _check_choice(c.data.packing, "data.packing", PACKINGS)
     _check(
         c.compile_cache_dir != "", "compile_cache_dir", "use auto, off or a directory, not empty"
     )
@@ -367,6 +374,12 @@ def validate_against_dataset(
 ) -> None:
     """Checks the config against the prepared dataset and tokenizer, still before compiling."""
     m = c.model
+    _check(
+        c.data.packing == "none" or task == LANGUAGE_MODELING,
+        "data.packing",
+        f"{c.data.packing!r} packs language-modeling documents; {c.data.name!r} is {task} "
+        "(use none)",
+    )
     allowed = [name for name in model_names() if task in get_family(name).tasks]
     _check(
         task in get_family(m.name).tasks,

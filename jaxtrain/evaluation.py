@@ -33,6 +33,7 @@ def data_options(c: ml_collections.ConfigDict) -> DataOptions:
         augment_crop_pad=d.augment_crop_pad,
         augment_flip=d.augment_flip,
         sampling=d.sampling,
+        packing=d.packing,
     )
 
 

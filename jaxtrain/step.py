@@ -3,6 +3,8 @@
 Letters: B global batch, A gradient-accumulation micro-batches, M micro-batch size, K classes,
 L sequence length, V vocabulary. Labels are [B] (classification) or [B, L] (language modeling);
 "mask" has the labels' shape and weights every loss, count and metric, so padding never counts.
+Packed language-modeling batches also carry "segment_ids" and "positions" [B, L], which go to the
+model as keyword arguments (jaxtrain/data/packing.py).
 """
 
 import dataclasses
@@ -19,6 +21,7 @@ from jaxtrain.losses import cross_entropy
 from jaxtrain.metrics import confusion_matrix
 
 Batch = dict[str, jax.Array]
+PACKED_KEYS = ("segment_ids", "positions")  # batch entries passed on to the model
 
 
 @flax.struct.dataclass
@@ -124,7 +127,7 @@ def update_ema(ema_params: nnx.State, params: nnx.State, decay: float) -> nnx.St
     return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params)
 
 
-def _forward(spec: StepSpec, params, model_state, x, *, train: bool, dropout_key):
+def _forward(spec: StepSpec, params, model_state, batch: Batch, *, train: bool, dropout_key):
     if spec.param_compute_sharding is not None:
         # ZeRO-3: all-gather each weight where it is used (its transpose reduce-scatters the
         # gradient). Without this XLA follows the fsdp-split weights and splits activations
@@ -132,7 +135,8 @@ def _forward(spec: StepSpec, params, model_state, x, *, train: bool, dropout_key
         # and ~3x the temporaries of data parallelism.
         params = jax.lax.with_sharding_constraint(params, spec.param_compute_sharding)
     model = nnx.merge(spec.graphdef, params, model_state, copy=True)
-    logits = model(x, train=train, dropout_key=dropout_key)
+    packed = {k: batch[k] for k in PACKED_KEYS if k in batch}
+    logits = model(batch["inputs"], train=train, dropout_key=dropout_key, **packed)
     return logits, nnx.state(model, nnx.Not(nnx.Param))
 
 
@@ -153,9 +157,7 @@ def _micro_grads(spec: StepSpec, params, model_state, batch: Batch, key):
     weights = _loss_weights(spec, labels, mask)
 
     def loss_fn(p):
-        logits, new_model_state = _forward(
-            spec, p, model_state, batch["inputs"], train=True, dropout_key=key
-        )
+        logits, new_model_state = _forward(spec, p, model_state, batch, train=True, dropout_key=key)
         losses = cross_entropy(logits, labels, label_smoothing=spec.label_smoothing)
         loss = jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1e-9)
         correct = jnp.sum((jnp.argmax(logits, -1) == labels) * mask)
@@ -245,7 +247,7 @@ def eval_step(spec: StepSpec, state: TrainState, batch: Batch) -> dict[str, jax.
         spec,
         state.inference_params(),
         state.model_state,
-        batch["inputs"],
+        batch,
         train=False,
         dropout_key=jax.random.wrap_key_data(state.rng, impl=spec.rng_impl),
     )

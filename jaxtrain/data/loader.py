@@ -3,8 +3,8 @@
 Three tasks, told apart by the dataset (jaxtrain/data/registry.py): image classification
 (fashion_mnist, user image folders), text classification (mr_polarity, user CSV/JSONL) and
 language modeling (shakespeare, shakespeare_by_work). Every batch is {"inputs", "labels",
-"mask"} (see jaxtrain/step.py), read from a source (image_source.py, text_source.py) by the one
-pipeline (pipeline.py).
+"mask"} (see jaxtrain/step.py), plus "segment_ids" and "positions" for packed documents,
+read from a source (image_source.py, text_source.py) by the one pipeline (pipeline.py).
 """
 
 import dataclasses
@@ -42,6 +42,7 @@ class DataOptions:
     augment_crop_pad: int = 0
     augment_flip: bool = False
     sampling: str = "uniform"
+    packing: str = "none"  # language modeling: "documents" packs whole documents into rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,17 +60,24 @@ class DatasetInfo:
     num_test: int
     vocab_size: int = 0  # text: the tokenizer's
     pad_id: int = 0  # text: the tokenizer's padding id
+    packed: bool = False  # batches carry segment_ids and positions (data.packing=documents)
 
     def batch_shapes(self, batch_size: int, sharding: Any = None) -> dict[str, Any]:
         """Abstract global batch (ShapeDtypeStructs) for eval_shape and lowering."""
         b = batch_size
-        return {
+        shapes = {
             "inputs": jax.ShapeDtypeStruct(
                 (b, *self.input_shape), self.input_dtype, sharding=sharding
             ),
             "labels": jax.ShapeDtypeStruct((b, *self.label_shape), np.int32, sharding=sharding),
             "mask": jax.ShapeDtypeStruct((b, *self.label_shape), np.float32, sharding=sharding),
         }
+        if self.packed:
+            for key in ("segment_ids", "positions"):
+                shapes[key] = jax.ShapeDtypeStruct(
+                    (b, *self.input_shape), np.int32, sharding=sharding
+                )
+        return shapes
 
 
 def get_dataset_info(opts: DataOptions) -> DatasetInfo:
@@ -103,6 +111,7 @@ def get_dataset_info(opts: DataOptions) -> DatasetInfo:
         num_test=info.splits["test"].num_examples,
         vocab_size=tokenizer_lib.get_vocab_size(tokenizer),
         pad_id=tokenizer_lib.get_pad_id(tokenizer),
+        packed=opts.packing != "none",
     )
 
 
@@ -239,6 +248,7 @@ def _open_text_source(
         seq_len=opts.seq_len,
         train=train,
         num_classes=num_classes or None,
+        packing=opts.packing,
     )
 
 

@@ -3,9 +3,10 @@
 A source (the `Source` protocol) is a split that reads batches of example indices: image splits
 (jaxtrain/data/image_source.py), text-classification examples and language-modeling windows
 (jaxtrain/data/text_source.py). Batches are per-process numpy dicts {"inputs", "labels",
-"mask"}; the mask is 0 on the rows that pad the last eval batch and, for LM windows, on the
-positions past the end of the split. Padding rows read example 0 (never an all-padding row,
-which would make attention or mean pooling divide by zero); image pipelines then zero them.
+"mask"} (packed documents add "segment_ids" and "positions"); the mask is 0 on the rows that
+pad the last eval batch and, for LM windows, on the positions past the end of the split.
+Padding rows read example 0 (never an all-padding row, which would make attention or mean
+pooling divide by zero); image pipelines then zero them.
 Indices are batched before reading so each batch is one vectorized read: grain's per-record
 path costs ~0.4 ms/record on 2 cores, ~10x the read itself.
 """
@@ -143,11 +144,14 @@ class _ReadBatch(grain.transforms.Map):
         mask = valid_B
         if "mask" in batch:
             mask = batch["mask"] & valid_B.reshape(-1, *[1] * (batch["mask"].ndim - 1))
-        return {
+        out = {
             "inputs": batch["inputs"],
             "labels": batch["labels"],
             "mask": mask.astype(np.float32),
         }
+        # Packed documents: segment_ids and positions go to the model as they are.
+        out.update({k: v for k, v in batch.items() if k not in out})
+        return out
 
 
 class _NormaliseImages(grain.transforms.Map):

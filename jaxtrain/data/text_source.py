@@ -2,14 +2,16 @@
 
 Letters: B = rows of a batch, L = seq_len. Sources read:
 - language_modeling:   inputs int32 [B, L], labels int32 [B, L] (inputs shifted left by one
-                       token), mask bool [B, L] (False past the end of the split)
+                       token), mask bool [B, L] (False past the end of the split); with
+                       packing=documents also segment_ids and positions int32 [B, L]
 - text_classification: inputs int32 [B, L] (right-padded with the pad id), labels int32 [B]
 
 A split is tokenized once (see jaxtrain/data/tokenize.py: packing, truncation, what is counted)
 and kept in memory. Language modeling: window w covers tokens [w*L, w*L + L] of the packed
 stream (L + 1 tokens): inputs are its first L, labels its last L. Windows step by L, so inputs
 and labels of consecutive windows do not overlap and every token after the first is a label
-exactly once. Train uses only full windows; eval adds the final partial one, right-padded.
+exactly once. Train uses only full windows; eval adds the final partial one, right-padded. With
+packing=documents the rows are whole documents instead (jaxtrain/data/packing.py).
 Example/document indices in errors count from the start of the named split.
 """
 
@@ -20,7 +22,7 @@ import os
 import numpy as np
 import tokenizers
 
-from jaxtrain.data import registry, tokenize
+from jaxtrain.data import packing, registry, tokenize
 from jaxtrain.data import tokenizer as tokenizer_lib
 from jaxtrain.errors import DataError
 
@@ -73,9 +75,10 @@ def get_text_split_stats(
     tokenizer: tokenizers.Tokenizer,
     seq_len: int,
     train: bool = False,
+    packing: str = "none",
 ) -> tokenize.TextSplitStats:
     """Tokenizes the split (cached) and reports its counts; train=True counts full windows."""
-    return _load_split(name, split, data_dir, tokenizer, seq_len, None, None, train).stats
+    return _load_split(name, split, data_dir, tokenizer, seq_len, None, None, train, packing).stats
 
 
 def open_text_source(
@@ -88,15 +91,21 @@ def open_text_source(
     train: bool,
     vocab_size: int | None = None,
     num_classes: int | None = None,
+    packing: str = "none",
 ) -> "LMWindows | TextExamples":
-    """A split, tokenized (cached), as windows (train=True: full ones only) or examples.
+    """A split, tokenized (cached), as windows (train=True: full ones only), packed documents
+    (packing="documents", language modeling only) or examples.
 
     `split` may be a TFDS slice such as "train[:10%]". vocab_size/num_classes (the model's)
     default to the tokenizer's and the dataset's; ids or labels outside them are errors.
     """
-    data = _load_split(name, split, data_dir, tokenizer, seq_len, vocab_size, num_classes, train)
+    data = _load_split(
+        name, split, data_dir, tokenizer, seq_len, vocab_size, num_classes, train, packing
+    )
     if data.task == registry.TEXT_CLASSIFICATION:
         return TextExamples(data)
+    if data.packed is not None:
+        return PackedDocuments(data)
     if train and data.stats.num_examples == 0:
         raise DataError(f"{data.where}: no full window of seq_len + 1 = {seq_len + 1} tokens")
     return LMWindows(data)
@@ -145,6 +154,16 @@ class LMWindows:
         }
 
 
+class PackedDocuments(LMWindows):
+    """Language-modeling rows of whole documents, with segment_ids and positions."""
+
+    def __len__(self) -> int:
+        return len(self._data.packed.tokens_NxR)
+
+    def read(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        return packing.read_rows(self._data.packed, indices)
+
+
 # Tokenizing a split costs seconds (Shakespeare's train split: ~4.5M tokens), and the train loop
 # makes a new eval iterator at every eval; so keep the last few tokenized splits, keyed by
 # everything that determines them (including the tokenizer's full JSON).
@@ -161,12 +180,31 @@ def _load_split(
     vocab_size: int | None,
     num_classes: int | None,
     train: bool,
+    packing_name: str = "none",
 ) -> tokenize.TokenizedSplit:
     task = registry.get_task(name, data_dir)
     if seq_len <= 0:
         raise DataError(f"seq_len must be positive, got {seq_len}")
+    if packing_name not in packing.PACKINGS:
+        raise DataError(
+            f"packing must be one of {', '.join(packing.PACKINGS)}, got {packing_name!r}"
+        )
+    if packing_name != "none" and task != registry.LANGUAGE_MODELING:
+        raise DataError(
+            f"{name} is a {task} dataset: packing={packing_name} packs language-modeling documents"
+        )
     fingerprint = hashlib.sha256(tokenizer.to_str().encode()).hexdigest()
-    key = (name, split, data_dir, fingerprint, seq_len, vocab_size, num_classes, train)
+    key = (
+        name,
+        split,
+        data_dir,
+        fingerprint,
+        seq_len,
+        vocab_size,
+        num_classes,
+        train,
+        packing_name,
+    )
     if key in _cache:
         _cache.move_to_end(key)
         return _cache[key]
@@ -177,7 +215,13 @@ def _load_split(
     vocab_size = vocab_size or tokenizer_lib.get_vocab_size(tokenizer)
     if task == registry.LANGUAGE_MODELING:
         data = tokenize.tokenize_documents(
-            texts, tokenizer, where=where, seq_len=seq_len, vocab_size=vocab_size, train=train
+            texts,
+            tokenizer,
+            where=where,
+            seq_len=seq_len,
+            vocab_size=vocab_size,
+            train=train,
+            packing=packing_name,
         )
     else:
         features = registry.load_builder(name, data_dir).info.features

@@ -4,7 +4,8 @@ Letters: N = examples, L = seq_len, T = tokens of a packed split.
 
 Language modeling: documents are tokenized without special tokens and concatenated, each
 followed by the tokenizer's end-of-document token if it has one (<|endoftext|>, </s> or [SEP];
-the char tokenizer has none). Classification: the tokenizer's post-processor adds its special
+the char tokenizer has none). With packing=documents the documents are also packed into rows
+(jaxtrain/data/packing.py). Classification: the tokenizer's post-processor adds its special
 tokens ([CLS] ... [SEP] for WordPiece/BERT); longer examples are truncated by the tokenizer
 (special tokens kept) and right-padded with the pad id. Records with no content tokens (empty
 text) are skipped; they, truncated examples and unknown tokens are counted and logged once.
@@ -16,6 +17,7 @@ import logging
 import numpy as np
 import tokenizers
 
+from jaxtrain.data import packing as packing_lib
 from jaxtrain.data import tokenizer as tokenizer_lib
 from jaxtrain.errors import DataError
 
@@ -26,7 +28,7 @@ log = logging.getLogger(__name__)
 class TextSplitStats:
     """What tokenizing one split produced; num_examples is what an epoch iterates over."""
 
-    num_examples: int  # full windows (LM train), all windows (LM eval) or kept examples
+    num_examples: int  # full windows (LM train), all windows (LM eval), packed rows or examples
     num_records: int  # documents or examples stored in the split
     num_tokens: int  # tokens of kept records after truncation, special tokens included
     num_unknown: int  # tokens that are the tokenizer's unknown token
@@ -46,6 +48,7 @@ class TokenizedSplit:
     tokens_T: np.ndarray | None = None
     inputs_NxL: np.ndarray | None = None
     labels_N: np.ndarray | None = None
+    packed: packing_lib.PackedRows | None = None  # language modeling with packing=documents
 
 
 def tokenize_documents(
@@ -56,37 +59,53 @@ def tokenize_documents(
     seq_len: int,
     vocab_size: int,
     train: bool,
+    packing: str = "none",
 ) -> TokenizedSplit:
-    """Packs documents into one int32 token stream; counts L-token windows (full ones if train)."""
+    """Packs documents into one int32 token stream; counts L-token windows (full ones if train),
+    or with packing="documents" the rows of whole documents (all of them, train or not)."""
     pad_id = tokenizer_lib.get_pad_id(tokenizer)
-    encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
-    separator = tokenizer_lib.get_separator_id(tokenizer)
-    pieces, num_empty = [], 0
-    for index, encoding in enumerate(encodings):
-        ids = np.asarray(encoding.ids, dtype=np.int64)
-        if ids.size == 0:
-            num_empty += 1
-            continue
-        _check_ids(ids, where, f"document {index}", vocab_size)
-        pieces.append(ids)
-        if separator is not None:
-            pieces.append(np.asarray([separator]))
-    if not pieces:
-        raise DataError(f"{where}: all {len(texts)} documents are empty")
-    tokens_T = np.concatenate(pieces).astype(np.int32)
-    num_targets = len(tokens_T) - 1  # every token but the first is predicted once
-    num_windows = num_targets // seq_len if train else -(-num_targets // seq_len)
+    docs, num_empty = _encode_documents(texts, tokenizer, where, vocab_size)
+    tokens_T = np.concatenate(docs).astype(np.int32)
+    packed = None
+    if packing == "documents":
+        packed = packing_lib.pack_documents(docs, seq_len=seq_len, pad_id=pad_id)
+        num_examples = len(packed.tokens_NxR)
+    else:
+        num_targets = len(tokens_T) - 1  # every token but the first is predicted once
+        num_examples = num_targets // seq_len if train else -(-num_targets // seq_len)
     stats = TextSplitStats(
-        num_examples=num_windows,
+        num_examples=num_examples,
         num_records=len(texts),
         num_tokens=len(tokens_T),
         num_unknown=tokenizer_lib.count_unknown(tokenizer, tokens_T),
         num_empty=num_empty,
         num_truncated=0,
     )
-    split = TokenizedSplit(where, "language_modeling", pad_id, seq_len, stats, tokens_T=tokens_T)
+    split = TokenizedSplit(
+        where, "language_modeling", pad_id, seq_len, stats, tokens_T=tokens_T, packed=packed
+    )
     _log_stats(split)
     return split
+
+
+def _encode_documents(
+    texts: list[str], tokenizer: tokenizers.Tokenizer, where: str, vocab_size: int
+) -> tuple[list[np.ndarray], int]:
+    """(each non-empty document's ids + the end-of-document token if any, empty documents)."""
+    encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
+    separator = tokenizer_lib.get_separator_id(tokenizer)
+    tail = np.asarray([] if separator is None else [separator], dtype=np.int64)
+    docs, num_empty = [], 0
+    for index, encoding in enumerate(encodings):
+        ids = np.asarray(encoding.ids, dtype=np.int64)
+        if ids.size == 0:
+            num_empty += 1
+            continue
+        _check_ids(ids, where, f"document {index}", vocab_size)
+        docs.append(np.concatenate([ids, tail]))
+    if not docs:
+        raise DataError(f"{where}: all {len(texts)} documents are empty")
+    return docs, num_empty
 
 
 def tokenize_examples(

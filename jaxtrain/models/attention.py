@@ -18,11 +18,22 @@ how attention is written (benchmarks/attention_cpu.py times them in the real GPT
              rounding: softmax is row-wise.
 - "where":   the textbook form: materialised bool mask and jnp.where (like flax's attention).
 - "jax":     jax.nn.dot_product_attention(implementation="xla").
+- "cudnn":   jax.nn.dot_product_attention(implementation="cudnn"): cuDNN's fused flash attention;
+             GPU only, bfloat16/float16 only.
+Two more names for the same kernels: "reference" is "where" (the plain form every other kernel
+is tested against) and "xla" is "jax". "auto" picks one per backend and dtype
+(`select_implementation`): cudnn on a GPU in bf16/f16, blocked on CPU, xla elsewhere.
+
+Grouped-query attention: k and v may have G heads, G dividing q's H heads; query head h reads
+key/value head h // (H / G). The jax.nn kernels take G heads as they are; the others repeat
+each key/value head H / G times first (no copy when G == H).
 """
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from jaxtrain.errors import ConfigError
 
 # Finite, so a row with every key masked gives a uniform softmax instead of NaN; exp() of it
 # (relative to any unmasked score) is exactly 0 in float32.
@@ -140,7 +151,7 @@ def _attention_where(q, k, v, mask, causal: bool) -> jax.Array:
     return jnp.einsum("bhls,bshd->blhd", p, v)
 
 
-def _attention_jax(q, k, v, mask, causal: bool) -> jax.Array:
+def _attention_jax_nn(q, k, v, mask, causal: bool, implementation: str) -> jax.Array:
     if causal and q.shape[1] != k.shape[1]:
         # jax aligns its causal mask top-left; express the bottom-right one as a mask.
         tri = _causal_bias_LxS(q.shape[1], k.shape[1]) == 0
@@ -148,7 +159,17 @@ def _attention_jax(q, k, v, mask, causal: bool) -> jax.Array:
         causal = False
     if mask is not None:
         mask = jnp.broadcast_to(mask, (q.shape[0], q.shape[2], q.shape[1], k.shape[1]))
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal, implementation="xla")
+    return jax.nn.dot_product_attention(
+        q, k, v, mask=mask, is_causal=causal, implementation=implementation
+    )
+
+
+def _attention_jax(q, k, v, mask, causal: bool) -> jax.Array:
+    return _attention_jax_nn(q, k, v, mask, causal, "xla")
+
+
+def _attention_cudnn(q, k, v, mask, causal: bool) -> jax.Array:
+    return _attention_jax_nn(q, k, v, mask, causal, "cudnn")
 
 
 IMPLEMENTATIONS = {
@@ -156,14 +177,68 @@ IMPLEMENTATIONS = {
     "blocked": _attention_blocked,
     "where": _attention_where,
     "jax": _attention_jax,
+    "cudnn": _attention_cudnn,
 }
+ALIASES = {"reference": "where", "xla": "jax"}
+AUTO = "auto"
+# What config.model.attention (llama) / attention_impl (gpt, bert) accept.
+NAMES = (*IMPLEMENTATIONS, *ALIASES, AUTO)
 DEFAULT_IMPL = "blocked"
+_GROUPED_NATIVELY = ("jax", "cudnn")  # jax.nn takes k/v with fewer heads as they are
+_HALF_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+
+
+def select_implementation(name: str, *, backend: str, dtype, field: str = "attention") -> str:
+    """The kernel that `name` runs on `backend` ("cpu", "gpu", "tpu") for q/k/v of `dtype`.
+
+    Pure: aliases resolve to their kernel; "auto" is cudnn on a GPU in bf16/f16, blocked on CPU
+    and xla otherwise. ConfigError naming `config.model.<field>` for an unknown name or cudnn
+    where it cannot run (off GPU, or float32)."""
+    if name not in NAMES:
+        raise ConfigError(
+            f"config.model.{field}: unknown attention impl {name!r}; valid: {', '.join(NAMES)}"
+        )
+    half = jnp.dtype(dtype) in _HALF_DTYPES
+    if name == AUTO:
+        if backend == "gpu" and half:
+            return "cudnn"
+        return "blocked" if backend == "cpu" else "jax"
+    name = ALIASES.get(name, name)
+    if name == "cudnn" and (backend != "gpu" or not half):
+        raise ConfigError(
+            f"config.model.{field}: 'cudnn' needs a GPU and compute_dtype=bfloat16 (backend "
+            f"{backend!r}, dtype {jnp.dtype(dtype).name}); use auto, blocked or xla"
+        )
+    return name
+
+
+def resolve_implementation(name: str, dtype, field: str = "attention") -> str:
+    """The kernel `name` runs on this process's default backend (select_implementation); models
+    call it when they are built, so a bad choice fails before anything compiles."""
+    return select_implementation(name, backend=jax.default_backend(), dtype=dtype, field=field)
+
+
+def runnable_implementations(backend: str) -> tuple[str, ...]:
+    """The kernels that run on `backend` (cudnn needs a GPU)."""
+    return tuple(n for n in IMPLEMENTATIONS if n != "cudnn" or backend == "gpu")
+
+
+def segment_mask(segment_ids_BxL: jax.Array) -> jax.Array:
+    """bool [B, 1, L, L]: query i may attend key j only within its own segment (packed rows).
+    Padding (segment 0) attends only to padding, so no row of the softmax is empty."""
+    return segment_ids_BxL[:, None, :, None] == segment_ids_BxL[:, None, None, :]
+
+
+def _repeat_kv_heads(x_BxSxGxD: jax.Array, heads: int) -> jax.Array:
+    """[B, S, G, D] -> [B, S, H, D]: key/value head g serves query heads g*H/G .. (g+1)*H/G-1."""
+    groups = heads // x_BxSxGxD.shape[2]
+    return x_BxSxGxD if groups == 1 else jnp.repeat(x_BxSxGxD, groups, axis=2)
 
 
 def dot_product_attention(
     q_BxLxHxD: jax.Array,
-    k_BxSxHxD: jax.Array,
-    v_BxSxHxD: jax.Array,
+    k_BxSxGxD: jax.Array,
+    v_BxSxGxD: jax.Array,
     mask: jax.Array | None = None,
     *,
     causal: bool = False,
@@ -173,12 +248,18 @@ def dot_product_attention(
 
     mask: bool, broadcastable to [B, H, L, S], True = attend. causal: query i attends key j iff
     j <= i + (S - L) (bottom-right aligned, so L == S is ordinary causal self-attention).
+    k, v may have G <= H heads (grouped-query attention), G dividing H. `impl` is any of NAMES;
+    "auto" and the aliases resolve for the default backend (select_implementation).
     """
-    if impl not in IMPLEMENTATIONS:
-        raise ValueError(f"unknown attention impl {impl!r}; valid: {', '.join(IMPLEMENTATIONS)}")
-    if q_BxLxHxD.ndim != 4 or k_BxSxHxD.shape != v_BxSxHxD.shape:
+    heads = q_BxLxHxD.shape[-2] if q_BxLxHxD.ndim == 4 else 0
+    kv_heads = k_BxSxGxD.shape[-2] if k_BxSxGxD.ndim == 4 else 0
+    if not (heads and kv_heads and k_BxSxGxD.shape == v_BxSxGxD.shape and heads % kv_heads == 0):
         raise ValueError(
-            f"attention wants q [B,L,H,D] and k, v [B,S,H,D] of equal shape; got "
-            f"{q_BxLxHxD.shape}, {k_BxSxHxD.shape}, {v_BxSxHxD.shape}"
+            f"attention wants q [B,L,H,D] and k, v [B,S,G,D] of equal shape with G dividing H; "
+            f"got {q_BxLxHxD.shape}, {k_BxSxGxD.shape}, {v_BxSxGxD.shape}"
         )
-    return IMPLEMENTATIONS[impl](q_BxLxHxD, k_BxSxHxD, v_BxSxHxD, mask, causal)
+    impl = select_implementation(impl, backend=jax.default_backend(), dtype=v_BxSxGxD.dtype)
+    if impl not in _GROUPED_NATIVELY:
+        k_BxSxGxD = _repeat_kv_heads(k_BxSxGxD, heads)
+        v_BxSxGxD = _repeat_kv_heads(v_BxSxGxD, heads)
+    return IMPLEMENTATIONS[impl](q_BxLxHxD, k_BxSxGxD, v_BxSxGxD, mask, causal)

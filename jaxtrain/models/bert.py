@@ -21,8 +21,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxtrain.models import attention
 from jaxtrain.models import settings as S
-from jaxtrain.models.attention import IMPLEMENTATIONS, dot_product_attention
+from jaxtrain.models.attention import dot_product_attention
 
 POOLINGS = ("mean", "cls")
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -63,13 +64,9 @@ class BertConfig:
         )
         S.check_choice(self.pooling, "pooling", POOLINGS)
         S.check_choice(self.compute_dtype, "compute_dtype", tuple(COMPUTE_DTYPES))
-        S.check_choice(self.attention_impl, "attention_impl", tuple(IMPLEMENTATIONS))
+        S.check_choice(self.attention_impl, "attention_impl", attention.NAMES)
         S.check_dropout(self.dropout)
-        S.check(
-            self.vocab_size == 0 or 0 <= self.pad_id < self.vocab_size,
-            "vocab_size",
-            f"the tokenizer's pad_id {self.pad_id} is outside [0, {self.vocab_size})",
-        )
+        S.check_pad_id(self)
         S.check(self.num_classes >= 2, "num_classes", f"must be >= 2, got {self.num_classes}")
 
     @property
@@ -136,7 +133,9 @@ class BertLayer(nnx.Module):
         self.mlp_out = _linear(f, d, ("mlp", "embed"), ("embed",), cfg, rngs)
         self.mlp_norm = _layer_norm(cfg, rngs)
         self.dropout = nnx.Dropout(cfg.dropout)
-        self.impl = cfg.attention_impl
+        self.impl = attention.resolve_implementation(
+            cfg.attention_impl, cfg.dtype, "attention_impl"
+        )
 
     def __call__(self, x_BxLxD, mask_BxHxLxS, *, train: bool, keys: list) -> jax.Array:
         drop = lambda y, key: self.dropout(y, deterministic=not train, rngs=key)

@@ -21,6 +21,10 @@ sharded axis, so XLA inserts one all-reduce per sub-block). "embed" is the axis 
 
 The annotations carry `eager_sharding=False`: they are logical names, not mesh axes, so the
 variables must not be placed at creation; the trainer maps names to mesh axes.
+
+`CausalDecoder` is what this decoder shares with the Llama family (models/llama.py): the forward
+over the blocks, packed-document inputs (segment ids and per-token positions, see
+jaxtrain/data/packing.py) and the KV-cache decode path.
 """
 
 import dataclasses
@@ -32,9 +36,10 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
+from jaxtrain.models import attention
 from jaxtrain.models import settings as S
-from jaxtrain.models.attention import IMPLEMENTATIONS, dot_product_attention
-from jaxtrain.models.layers import REMAT_NAMES, remat
+from jaxtrain.models.attention import dot_product_attention, segment_mask
+from jaxtrain.models.layers import REMAT_NAMES, logical_param, remat
 
 POSITIONS = ("learned", "rope")
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -61,7 +66,7 @@ class GPTConfig:
     # "dots_saveable", "dots_with_no_batch_dims_saveable" (jaxtrain/models/layers.py).
     remat: str = "none"
     scaled_residual_init: bool = True  # GPT-2: out/down kernels ~ N(0, 0.02 / sqrt(2 N))
-    attention_impl: str = "blocked"  # see jaxtrain.models.attention
+    attention_impl: str = "blocked"  # see jaxtrain.models.attention (NAMES; auto, cudnn)
     pad_id: int = S.dataset_field("pad_id", 0)
 
     def __post_init__(self):
@@ -80,12 +85,8 @@ class GPTConfig:
         )
         S.check_choice(self.compute_dtype, "compute_dtype", tuple(COMPUTE_DTYPES))
         S.check_dropout(self.dropout)
-        S.check(
-            self.vocab_size == 0 or 0 <= self.pad_id < self.vocab_size,
-            "vocab_size",
-            f"the tokenizer's pad_id {self.pad_id} is outside [0, {self.vocab_size})",
-        )
-        S.check_choice(self.attention_impl, "attention_impl", tuple(IMPLEMENTATIONS))
+        S.check_pad_id(self)
+        S.check_choice(self.attention_impl, "attention_impl", attention.NAMES)
         S.check_choice(self.remat, "remat", REMAT_NAMES)
 
     @property
@@ -96,6 +97,10 @@ class GPTConfig:
     def dtype(self) -> jnp.dtype:
         return COMPUTE_DTYPES[self.compute_dtype]
 
+    @property
+    def kv_heads(self) -> int:
+        return self.num_heads
+
 
 class KVCache(NamedTuple):
     """Preallocated keys and values of every layer, [N, B, S, H, K] in the compute dtype."""
@@ -104,20 +109,15 @@ class KVCache(NamedTuple):
     v: jax.Array
 
 
-def _param(rngs: nnx.Rngs, init, shape: tuple[int, ...], names: tuple) -> nnx.Param:
-    init = nnx.with_partitioning(init, names, eager_sharding=False)
-    return nnx.Param(init(rngs.params(), shape, jnp.float32))
-
-
 def _zeros(rngs: nnx.Rngs, shape: tuple[int, ...], names: tuple) -> nnx.Param:
-    return _param(rngs, jax.nn.initializers.zeros, shape, names)
+    return logical_param(rngs, jax.nn.initializers.zeros, shape, names)
 
 
 class LayerNorm(nnx.Module):
     """LayerNorm with float32 statistics; returns the compute dtype (the next matmul's input)."""
 
     def __init__(self, dim: int, *, rngs: nnx.Rngs):
-        self.scale = _param(rngs, jax.nn.initializers.ones, (dim,), ("norm",))
+        self.scale = logical_param(rngs, jax.nn.initializers.ones, (dim,), ("norm",))
         self.bias = _zeros(rngs, (dim,), ("norm",))
 
     def __call__(self, x_BxLxD: jax.Array, dtype) -> jax.Array:
@@ -128,11 +128,12 @@ class LayerNorm(nnx.Module):
         return y.astype(dtype)
 
 
-def apply_rope(x_BxLxHxK: jax.Array, positions_L: jax.Array) -> jax.Array:
-    """Rotary embedding (rotate-half form), angles computed in float32."""
+def apply_rope(x_BxLxHxK: jax.Array, positions: jax.Array, base: float = ROPE_BASE) -> jax.Array:
+    """Rotary embedding (rotate-half form), angles computed in float32. positions: [L] (every
+    row alike) or [B, L] (packed rows, restarting at each document)."""
     half = x_BxLxHxK.shape[-1] // 2
-    inv_freq = ROPE_BASE ** (-jnp.arange(half, dtype=jnp.float32) / half)
-    angle_Lx1xK = (positions_L.astype(jnp.float32)[:, None] * inv_freq)[:, None, :]
+    inv_freq = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angle_Lx1xK = (positions.astype(jnp.float32)[..., None] * inv_freq)[..., None, :]
     sin, cos = jnp.sin(angle_Lx1xK), jnp.cos(angle_Lx1xK)
     x = x_BxLxHxK.astype(jnp.float32)
     x1, x2 = x[..., :half], x[..., half:]
@@ -140,7 +141,20 @@ def apply_rope(x_BxLxHxK: jax.Array, positions_L: jax.Array) -> jax.Array:
     return out.astype(x_BxLxHxK.dtype)
 
 
-class Block(nnx.Module):
+class DecoderBlock(nnx.Module):
+    """A pre-norm causal block: subclasses define project_qkv (norm, projections, rotation) and
+    finish (output projection + residual, MLP sub-block) and set attention_impl."""
+
+    attention_impl: str
+
+    def __call__(self, x_BxLxD, positions, mask, *, train: bool, dropout_key: jax.Array):
+        """positions [L] or [B, L]; mask None or bool [B, 1, L, L] (packed segments)."""
+        q, k, v = self.project_qkv(x_BxLxD, positions)
+        a = dot_product_attention(q, k, v, mask, causal=True, impl=self.attention_impl)
+        return self.finish(x_BxLxD, a, train=train, dropout_key=dropout_key)
+
+
+class Block(DecoderBlock):
     """Pre-LN block: x + Attn(LN(x)), then x + MLP(LN(x)); the residual stream is float32."""
 
     def __init__(self, cfg: GPTConfig, *, rngs: nnx.Rngs):
@@ -150,16 +164,19 @@ class Block(nnx.Module):
         out_init = jax.nn.initializers.normal(INIT_STD / scale)
         self.cfg = cfg
         self.ln1 = LayerNorm(d, rngs=rngs)
-        self.qkv = _param(rngs, w_init, (d, 3, h, k), ("embed", None, "heads", "kv"))
+        self.qkv = logical_param(rngs, w_init, (d, 3, h, k), ("embed", None, "heads", "kv"))
         self.qkv_bias = _zeros(rngs, (3, h, k), (None, "heads", "kv"))
-        self.out = _param(rngs, out_init, (h, k, d), ("heads", "kv", "embed"))
+        self.out = logical_param(rngs, out_init, (h, k, d), ("heads", "kv", "embed"))
         self.out_bias = _zeros(rngs, (d,), ("embed",))
         self.ln2 = LayerNorm(d, rngs=rngs)
-        self.up = _param(rngs, w_init, (d, f), ("embed", "mlp"))
+        self.up = logical_param(rngs, w_init, (d, f), ("embed", "mlp"))
         self.up_bias = _zeros(rngs, (f,), ("mlp",))
-        self.down = _param(rngs, out_init, (f, d), ("mlp", "embed"))
+        self.down = logical_param(rngs, out_init, (f, d), ("mlp", "embed"))
         self.down_bias = _zeros(rngs, (d,), ("embed",))
         self.dropout = nnx.Dropout(cfg.dropout)
+        self.attention_impl = attention.resolve_implementation(
+            cfg.attention_impl, cfg.dtype, "attention_impl"
+        )
 
     def project_qkv(self, x_BxLxD: jax.Array, positions_L: jax.Array):
         """LN, fused q/k/v projection and (for rope) rotation; three [B, L, H, K] arrays."""
@@ -184,69 +201,65 @@ class Block(nnx.Module):
         y = (h @ self.down[...].astype(dt) + self.down_bias[...].astype(dt)).astype(jnp.float32)
         return x_BxLxD + self.dropout(y, deterministic=not train, rngs=key_mlp)
 
-    def __call__(self, x_BxLxD, positions_L, *, train: bool, dropout_key: jax.Array):
-        q, k, v = self.project_qkv(x_BxLxD, positions_L)
-        a = dot_product_attention(q, k, v, causal=True, impl=self.cfg.attention_impl)
-        return self.finish(x_BxLxD, a, train=train, dropout_key=dropout_key)
+
+def _block_forward(block: DecoderBlock, x_BxLxD, positions, mask, dropout_key, train: bool):
+    return block(x_BxLxD, positions, mask, train=train, dropout_key=dropout_key)
 
 
-def _block_forward(block: Block, x_BxLxD, positions_L, dropout_key, train: bool):
-    return block(x_BxLxD, positions_L, train=train, dropout_key=dropout_key)
+def vocab_logits(h_BxLxD: jax.Array, embed: nnx.Param, head: nnx.Param | None, dt) -> jax.Array:
+    """Float32 [B, L, V] logits of the final-normed stream: through the input embedding
+    (tied, head None) or the separate head [D, V]."""
+    f32 = jnp.float32
+    if head is None:
+        w_VxD = embed[...].astype(dt)
+        return jnp.einsum("bld,vd->blv", h_BxLxD, w_VxD, preferred_element_type=f32)
+    w_DxV = head[...].astype(dt)
+    return jnp.einsum("bld,dv->blv", h_BxLxD, w_DxV, preferred_element_type=f32)
 
 
-class GPT(nnx.Module):
-    """Token (+ learned position) embedding -> N pre-LN blocks -> LN -> vocabulary logits."""
+class CausalDecoder(nnx.Module):
+    """The forward and the decoding of a decoder-only LM, shared by its families. Subclasses set
+    NAME, cfg (max_len, num_layers, kv_heads, head_dim, dtype, remat), blocks (DecoderBlocks),
+    dropout, and define _embed(tokens, positions) and _logits(x)."""
 
-    def __init__(self, cfg: GPTConfig, *, rngs: nnx.Rngs):
-        self.cfg = cfg
-        w_init = jax.nn.initializers.normal(INIT_STD)
-        self.embed = _param(rngs, w_init, (cfg.vocab_size, cfg.d_model), ("vocab", "embed"))
-        if cfg.positions == "learned":
-            self.pos_embed = _param(rngs, w_init, (cfg.max_len, cfg.d_model), (None, "embed"))
-        self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
-        self.ln_f = LayerNorm(cfg.d_model, rngs=rngs)
-        if not cfg.tie_embeddings:
-            self.head = _param(rngs, w_init, (cfg.d_model, cfg.vocab_size), ("embed", "vocab"))
-        self.dropout = nnx.Dropout(cfg.dropout)
+    NAME: str
 
-    def _embed(self, tokens_BxL: jax.Array, positions_L: jax.Array) -> jax.Array:
-        x_BxLxD = jnp.take(self.embed[...], tokens_BxL, axis=0)
-        if self.cfg.positions == "learned":
-            x_BxLxD = x_BxLxD + jnp.take(self.pos_embed[...], positions_L, axis=0)
-        return x_BxLxD
-
-    def _logits(self, x_BxLxD: jax.Array) -> jax.Array:
-        dt = self.cfg.dtype
-        h = self.ln_f(x_BxLxD, dt)
-        f32 = jnp.float32
-        if self.cfg.tie_embeddings:
-            w_VxD = self.embed[...].astype(dt)
-            return jnp.einsum("bld,vd->blv", h, w_VxD, preferred_element_type=f32)
-        w_DxV = self.head[...].astype(dt)
-        return jnp.einsum("bld,dv->blv", h, w_DxV, preferred_element_type=f32)
-
-    def __call__(self, tokens_BxL: jax.Array, *, train: bool, dropout_key: jax.Array) -> jax.Array:
+    def __call__(
+        self,
+        tokens_BxL: jax.Array,
+        *,
+        train: bool,
+        dropout_key: jax.Array,
+        segment_ids: jax.Array | None = None,
+        positions: jax.Array | None = None,
+    ) -> jax.Array:
         """Causal LM logits, float32 [B, L, V]. Right padding needs no mask: causality already
-        keeps every real position from seeing the pads after it."""
+        keeps every real position from seeing the pads after it. Packed rows pass segment_ids
+        [B, L] (a token attends only to earlier tokens of its own segment) and positions [B, L]
+        (restarting at each document); without them positions are 0..L-1 in every row."""
         length = tokens_BxL.shape[1]
         if length > self.cfg.max_len:
-            raise ValueError(f"sequence length {length} exceeds gpt.max_len {self.cfg.max_len}")
-        positions_L = jnp.arange(length)
-        x = self._embed(tokens_BxL, positions_L)
+            raise ValueError(
+                f"sequence length {length} exceeds {self.NAME}.max_len {self.cfg.max_len}"
+            )
+        positions = jnp.arange(length) if positions is None else positions
+        mask = None if segment_ids is None else segment_mask(segment_ids)
+        x = self._embed(tokens_BxL, positions)
         x = self.dropout(x, deterministic=not train, rngs=jax.random.fold_in(dropout_key, 0))
         # Rematerialised (cfg.remat != "none"): the backward pass recomputes each block's
         # activations from its input, keeping only what the policy saves. `train` is static.
-        forward = remat(_block_forward, self.cfg.remat, static_argnums=(4,))
+        forward = remat(_block_forward, self.cfg.remat, static_argnums=(5,))
         for i, block in enumerate(self.blocks):
-            x = forward(block, x, positions_L, jax.random.fold_in(dropout_key, i + 1), train)
+            x = forward(block, x, positions, mask, jax.random.fold_in(dropout_key, i + 1), train)
         return self._logits(x)
 
     # --- decoding -----------------------------------------------------------------------------
 
     def init_cache(self, batch: int, length: int) -> KVCache:
-        """Zeroed [N, B, S=length, H, K] key/value buffers in the compute dtype."""
+        """Zeroed [N, B, S=length, G, K] key/value buffers in the compute dtype (G: key/value
+        heads, fewer than the query heads under grouped-query attention)."""
         c = self.cfg
-        shape = (c.num_layers, batch, length, c.num_heads, c.head_dim)
+        shape = (c.num_layers, batch, length, c.kv_heads, c.head_dim)
         return KVCache(jnp.zeros(shape, c.dtype), jnp.zeros(shape, c.dtype))
 
     def extend(self, tokens_BxL: jax.Array, cache: KVCache, start) -> tuple[jax.Array, KVCache]:
@@ -264,7 +277,10 @@ class GPT(nnx.Module):
             at = (i, 0, start, 0, 0)  # layer i, slots [start, start + L)
             k_all = lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), at)
             v_all = lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), at)
-            a = dot_product_attention(q, k_all[i], v_all[i], mask_LxS, impl=self.cfg.attention_impl)
+            # cuDNN's fused kernel is for long causal blocks; a query against a masked cache
+            # goes through XLA's kernel.
+            impl = "jax" if block.attention_impl == "cudnn" else block.attention_impl
+            a = dot_product_attention(q, k_all[i], v_all[i], mask_LxS, impl=impl)
             x = block.finish(x, a, train=False, dropout_key=no_key)
         return self._logits(x), KVCache(k_all, v_all)
 
@@ -273,7 +289,7 @@ class GPT(nnx.Module):
         if not tokens_BxL.shape[1] <= cache_len <= self.cfg.max_len:
             raise ValueError(
                 f"need prompt length {tokens_BxL.shape[1]} <= cache_len {cache_len} <= "
-                f"gpt.max_len {self.cfg.max_len}"
+                f"{self.NAME}.max_len {self.cfg.max_len}"
             )
         return self.extend(tokens_BxL, self.init_cache(tokens_BxL.shape[0], cache_len), 0)
 
@@ -283,6 +299,38 @@ class GPT(nnx.Module):
         """One new token per row at `position`: (logits_BxV float32, updated cache)."""
         logits_Bx1xV, cache = self.extend(token_B[:, None], cache, position)
         return logits_Bx1xV[:, 0], cache
+
+
+class GPT(CausalDecoder):
+    """Token (+ learned position) embedding -> N pre-LN blocks -> LN -> vocabulary logits."""
+
+    NAME = "gpt"
+
+    def __init__(self, cfg: GPTConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        w_init = jax.nn.initializers.normal(INIT_STD)
+        self.embed = logical_param(rngs, w_init, (cfg.vocab_size, cfg.d_model), ("vocab", "embed"))
+        if cfg.positions == "learned":
+            self.pos_embed = logical_param(
+                rngs, w_init, (cfg.max_len, cfg.d_model), (None, "embed")
+            )
+        self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+        self.ln_f = LayerNorm(cfg.d_model, rngs=rngs)
+        if not cfg.tie_embeddings:
+            self.head = logical_param(
+                rngs, w_init, (cfg.d_model, cfg.vocab_size), ("embed", "vocab")
+            )
+        self.dropout = nnx.Dropout(cfg.dropout)
+
+    def _embed(self, tokens_BxL: jax.Array, positions: jax.Array) -> jax.Array:
+        x_BxLxD = jnp.take(self.embed[...], tokens_BxL, axis=0)
+        if self.cfg.positions == "learned":  # positions [L] or [B, L]
+            x_BxLxD = x_BxLxD + jnp.take(self.pos_embed[...], positions, axis=0)
+        return x_BxLxD
+
+    def _logits(self, x_BxLxD: jax.Array) -> jax.Array:
+        head = None if self.cfg.tie_embeddings else self.head
+        return vocab_logits(self.ln_f(x_BxLxD, self.cfg.dtype), self.embed, head, self.cfg.dtype)
 
 
 def count_params(cfg: GPTConfig) -> int:

@@ -1,8 +1,10 @@
-"""Shared building blocks: initializer, normalization and rematerialisation choices."""
+"""Shared building blocks: initializer and normalization choices, rematerialisation policies,
+logically named params."""
 
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 
@@ -60,3 +62,15 @@ def remat(fn: Callable, policy: str, *, static_argnums: tuple[int, ...] = ()) ->
     if policy == "none":
         return fn
     return nnx.remat(fn, static_argnums=static_argnums, policy=REMAT_POLICIES[policy])
+
+
+def logical_param(
+    rngs: nnx.Rngs, init: jax.nn.initializers.Initializer, shape: tuple[int, ...], names: tuple
+) -> nnx.Param:
+    """A float32 param annotated with logical axis names (jaxtrain/parallel/partitioning.py).
+
+    `eager_sharding=False`: the names are logical, not mesh axes, so the variable must not be
+    placed at creation; the trainer maps names to mesh axes. Draws one key from rngs.params()
+    even for constant initializers, so adding a param shifts the keys of those after it."""
+    init = nnx.with_partitioning(init, names, eager_sharding=False)
+    return nnx.Param(init(rngs.params(), shape, jnp.float32))

@@ -13,7 +13,7 @@ import ml_collections
 from flax import nnx
 
 from jaxtrain.errors import ConfigError
-from jaxtrain.models import bert, cnn, gpt, mlp, resnet
+from jaxtrain.models import bert, cnn, gpt, llama, mlp, resnet
 from jaxtrain.models import settings as S
 
 IMAGES = ("image_classification",)
@@ -36,6 +36,7 @@ MODELS: dict[str, ModelFamily] = {
     "resnet": ModelFamily(resnet.ResNetSettings, resnet.create_resnet, IMAGES),
     "gpt": ModelFamily(gpt.GPTConfig, gpt.GPT, ("language_modeling",)),
     "bert": ModelFamily(bert.BertConfig, bert.BertClassifier, ("text_classification",)),
+    "llama": ModelFamily(llama.LlamaConfig, llama.Llama, ("language_modeling",)),
 }
 
 

@@ -78,6 +78,16 @@ def check_widths(features: tuple[int, ...]) -> None:
     check(all(f > 0 for f in features), "features", f"widths must be > 0: {features}")
 
 
+def check_pad_id(s: Any) -> None:
+    """The tokenizer's pad id lies in the vocabulary (text models; vocab_size 0: the tokenizer's,
+    filled in from the dataset)."""
+    check(
+        s.vocab_size == 0 or 0 <= s.pad_id < s.vocab_size,
+        "vocab_size",
+        f"the tokenizer's pad_id {s.pad_id} is outside [0, {s.vocab_size})",
+    )
+
+
 def check_image_classifier(s: Any) -> None:
     """The fields every image classifier family shares (mlp, cnn, resnet)."""
     check(s.num_classes >= 2, "num_classes", f"must be >= 2, got {s.num_classes}")

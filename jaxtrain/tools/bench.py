@@ -188,6 +188,8 @@ def make_hand_loop(c: ml_collections.ConfigDict, info: DatasetInfo, mesh):
     loss); batches are split over `mesh` like jaxtrain's, the carry is replicated."""
     if mesh.size != sharding.num_batch_shards(mesh) or c.num_seeds != 1:
         return None, "the hand loop trains one model data-parallel (no fsdp/tensor/num_seeds)"
+    if c.data.packing != "none":
+        return None, "the hand loop reads plain LM windows (data.packing=none)"
     try:
         tx = _hand_optimizer(c)
     except ConfigError as e:

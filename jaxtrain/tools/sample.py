@@ -1,4 +1,4 @@
-"""Autoregressive generation from a GPT, with a KV cache.
+"""Autoregressive generation from a decoder LM (gpt, llama), with a KV cache.
 
 Letters: B batch (1 here), P prompt length, N new tokens, S = P + N cache length, V vocabulary.
 
@@ -11,6 +11,7 @@ step attends over the S-slot cache, so a token costs O(S), not a full O(S^2) for
 import math
 from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -20,13 +21,15 @@ from jax import lax
 
 from jaxtrain import data as data_lib
 from jaxtrain.build import resolve_data_dir
+from jaxtrain.data.registry import LANGUAGE_MODELING
 from jaxtrain.errors import ConfigError, DataError
-from jaxtrain.models.gpt import GPT, GPTConfig
+from jaxtrain.models.gpt import CausalDecoder
+from jaxtrain.models.registry import get_family, model_names
 from jaxtrain.tools.evaluate import restore_run_state
 
 
 def check_generate_args(
-    cfg: GPTConfig, prompt_ids: Sequence[int], max_new_tokens: int, temperature: float, top_k: int
+    cfg: Any, prompt_ids: Sequence[int], max_new_tokens: int, temperature: float, top_k: int
 ) -> None:
     """Raises DataError (prompt) or ConfigError (settings) naming the limit that was broken."""
     if len(prompt_ids) == 0:
@@ -131,8 +134,8 @@ def generate(
     """
     states = (params,) if model_state is None else (params, model_state)
     model = nnx.merge(graphdef, *states)
-    if not isinstance(model, GPT):
-        raise ValueError(f"generate needs a GPT model, got {type(model).__name__}")
+    if not isinstance(model, CausalDecoder):
+        raise ValueError(f"generate needs a decoder LM (gpt, llama), got {type(model).__name__}")
     check_generate_args(model.cfg, prompt_ids, max_new_tokens, temperature, top_k)
     if max_new_tokens == 0:
         return []
@@ -160,7 +163,7 @@ def sample_from_run(
     top_k: int,
     seed: int,
 ) -> str:
-    """`python -m jaxtrain sample`: the prompt continued by a trained GPT run, as text.
+    """`python -m jaxtrain sample`: the prompt continued by a trained LM run, as text.
 
     The run's own tokenizer (config.data.tokenizer) encodes the prompt and decodes the output.
     """
@@ -168,8 +171,10 @@ def sample_from_run(
         raise DataError("--prompt is empty: give some text to continue")
     check_sampling_settings(max_new_tokens, temperature, top_k)
     run = restore_run_state(workdir, which)
-    if run.config.model.name != "gpt":
-        raise DataError(f"{workdir} trained a {run.config.model.name!r}; sampling needs a gpt run")
+    name = run.config.model.name
+    if LANGUAGE_MODELING not in get_family(name).tasks:
+        lms = " or ".join(n for n in model_names() if LANGUAGE_MODELING in get_family(n).tasks)
+        raise DataError(f"{workdir} trained a {name!r}; sampling needs a {lms} run")
     if run.config.num_seeds > 1:
         raise DataError(f"{workdir} holds {run.config.num_seeds} vmapped members; sample one run")
     tok = data_lib.load_tokenizer(

@@ -191,7 +191,7 @@ CASES = [
     Case("export_unwritable_out", ("export", "--workdir", "{run}", "--out", "{tmp}/no/dir/m.x"),
          "--out {tmp}/no/dir/m.x: cannot write"),
     Case("sample_an_mlp_run", ("sample", "--workdir", "{run}", "--prompt", "hi"),
-         "trained a 'mlp'; sampling needs a gpt run"),
+         "trained a 'mlp'; sampling needs a gpt or llama run"),
     Case("sample_negative_temperature",
          ("sample", "--workdir", "{run}", "--prompt", "hi", "--temperature=-1"),
          "temperature must be finite and >= 0 (0 = greedy), got -1.0"),

@@ -21,6 +21,7 @@ from tokenizers import models, pre_tokenizers
 
 from jaxtrain.data import (
     DataOptions,
+    create_eval_iterator,
     fetch,
     get_dataset_info,
     pipeline,
@@ -105,7 +106,7 @@ def wordpiece(wordpiece_path) -> tokenizers.Tokenizer:
     return tokenizer_lib.load_tokenizer(wordpiece_path)
 
 
-def _source(name, data_dir, tokenizer, *, split, seq_len, train, vocab_size=None, num_classes=None):
+def _source(name, data_dir, tokenizer, *, split, seq_len, train, vocab_size=None, **kwargs):
     return text_source.open_text_source(
         name,
         split,
@@ -114,7 +115,7 @@ def _source(name, data_dir, tokenizer, *, split, seq_len, train, vocab_size=None
         seq_len=seq_len,
         train=train,
         vocab_size=vocab_size,
-        num_classes=num_classes,
+        **kwargs,
     )
 
 
@@ -271,6 +272,39 @@ def test_lm_eval_windows_rebuild_the_split_in_order(data_dir, char_tokenizer):
     assert (inputs[last + 1 :] == inputs[0]).all()  # padding rows copy window 0, under mask 0
     num_windows = math.ceil((len(expected_T) - 1) / 64)
     assert len(batches) == math.ceil(num_windows / 32)
+
+
+def test_packed_eval_rows_rebuild_every_document(data_dir, char_tokenizer_path, char_tokenizer):
+    """data.packing=documents through the loader on the real split: the counted labels of each
+    segment, in order, spell every validation document but its first character."""
+    docs = text_source.read_texts("shakespeare", "validation", data_dir)
+    opts = DataOptions(
+        "shakespeare", data_dir, tokenizer=char_tokenizer_path, seq_len=64, packing="documents"
+    )
+    info = get_dataset_info(opts)
+    assert info.packed and set(info.batch_shapes(8)) == {
+        "inputs", "labels", "mask", "segment_ids", "positions"
+    }  # fmt: skip
+    batches = list(
+        create_eval_iterator(opts, split="validation", global_batch_size=32, num_classes=0)
+    )
+    labels, mask, segments, positions = (
+        np.concatenate([b[k] for b in batches])
+        for k in ("labels", "mask", "segment_ids", "positions")
+    )
+    assert labels.shape[1] == 64 and segments.dtype == positions.dtype == np.int32
+    pieces = [
+        labels[r][(segments[r] == s) & (mask[r] == 1)]
+        for r in range(len(labels))
+        for s in range(1, 65)
+        if ((segments[r] == s) & (mask[r] == 1)).any()
+    ]
+    assert char_tokenizer.decode(np.concatenate(pieces).tolist()) == "".join(d[1:] for d in docs)
+    assert mask.sum() == sum(len(d) - 1 for d in docs)  # char tokenizer: no end-of-document
+    assert (positions[segments == 0] == 0).all()
+    with pytest.raises(DataError, match="mr_polarity is a text_classification dataset: packing"):
+        _source("mr_polarity", data_dir, char_tokenizer, split="validation", seq_len=32,
+                train=False, packing="documents")  # fmt: skip
 
 
 def test_lm_train_rows_are_shifted_windows_of_the_split(data_dir, char_tokenizer):
