@@ -16,7 +16,19 @@ heads save a quarter of the attention weights.
 import importlib.util
 import os
 
+from jaxtrain.expected import Expected
 from jaxtrain.models import model_config
+
+# The target: no worse than the GPT of the same size, steps and data (shakespeare_char_gpt_cpu).
+EXPECTED = Expected(
+    metric="validation/loss",
+    value=1.668,
+    tolerance=0.0,
+    check="at_most",
+    hardware="2 CPU cores (x86_64), jax 0.10.2; not yet run",
+    unit="nats/char",
+    note="1.8M params, 4 query / 2 key-value heads",
+)
 
 
 def _gpt_cpu_config():
