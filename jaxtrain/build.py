@@ -14,7 +14,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxtrain import ensemble, models, optim
+from jaxtrain import distill, ensemble, models, optim, prune
 from jaxtrain.config import warmup_steps
 from jaxtrain.data.loader import DatasetInfo
 from jaxtrain.models.pretrained import import_pretrained
@@ -57,7 +57,7 @@ def _make_schedule(c: ml_collections.ConfigDict) -> optax.Schedule:
 
 def _make_optimizer(c: ml_collections.ConfigDict, schedule: optax.Schedule):
     o = c.optimizer
-    return optim.get_optimizer(
+    tx = optim.get_optimizer(
         o.name,
         schedule,
         weight_decay=o.weight_decay,
@@ -67,6 +67,8 @@ def _make_optimizer(c: ml_collections.ConfigDict, schedule: optax.Schedule):
         b2=o.b2,
         eps=o.eps,
     )
+    pruning = prune.prune_settings(c)
+    return prune.with_pruning(tx, pruning) if pruning.enabled else tx
 
 
 def model_settings(c: ml_collections.ConfigDict, info: DatasetInfo):
@@ -91,11 +93,13 @@ def create_state_and_steps(
     mesh,
     info: DatasetInfo,
     class_weights: tuple[float, ...] = (),
+    teacher: distill.Teacher | None = None,
 ):
     """Initializes the state sharded over `mesh` and compiles-on-first-call the two steps.
 
     Init goes eval_shape -> shardings -> jit(init, out_shardings), so params are created directly
-    where they live instead of on one device first.
+    where they live instead of on one device first. `teacher` (distill.load_teacher): the train
+    step also runs the frozen teacher and mixes in its soft targets.
     """
     schedule = _make_schedule(c)
     tx = _make_optimizer(c, schedule)
@@ -120,6 +124,9 @@ def create_state_and_steps(
         )
         abstract = jax.eval_shape(init)
         state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
+    pruning = prune.prune_settings(c)
+    if pruning.enabled:
+        log.info(prune.describe(abstract.params, pruning, leading_axes=int(c.num_seeds > 1)))
     state = jax.jit(init, out_shardings=state_sharding)()
     if getattr(settings, "pretrained", ""):
         data_dir = resolve_data_dir(c.data.data_dir)
@@ -135,6 +142,8 @@ def create_state_and_steps(
         class_weights=tuple(class_weights),
         param_compute_sharding=partitioning.compute_shardings(state_sharding.params, mesh),
         rng_impl=c.dropout_rng,
+        distill_alpha=c.distill.alpha if teacher else 0.0,
+        distill_temperature=c.distill.temperature if teacher else 1.0,
     )
     data_sharding = sharding.batch_sharding(mesh)
     metrics_sharding = sharding.replicated(mesh)
@@ -144,12 +153,18 @@ def create_state_and_steps(
     if c.num_seeds > 1:
         step_fn, eval_fn = ensemble.vmap_train_step(step_fn), ensemble.vmap_eval_step(eval_fn)
         train_data_sharding = ensemble.member_sharding(data_sharding)
+    train_in = (state_sharding, train_data_sharding)
+    if teacher is not None:
+        step_fn = distill.with_teacher(step_fn, teacher, c.num_seeds)
+        train_in = (*train_in, teacher.shardings)
     train = jax.jit(
         step_fn,
-        in_shardings=(state_sharding, train_data_sharding),
+        in_shardings=train_in,
         out_shardings=(state_sharding, metrics_sharding),
         donate_argnums=(0,),
     )
+    if teacher is not None:
+        train = distill.bind_teacher(train, teacher)
     evaluate = jax.jit(
         eval_fn,
         in_shardings=(state_sharding, data_sharding),

@@ -25,9 +25,16 @@ FORMAT_VERSION = 1
 DAMAGED_DIR = "checkpoints_damaged"  # next to checkpoints/: steps that failed to restore
 # Config fields that decide the shapes in the state; a checkpoint whose values differ cannot be
 # restored into this run.
-STATE_DEFINING_FIELDS = ("model", "optimizer.name", "data.name", "dropout_rng")
+# (Pruning on/off adds the masks to the optimizer state.)
+STATE_DEFINING_FIELDS = (
+    "model",
+    "optimizer.name",
+    "data.name",
+    "dropout_rng",
+    "prune.target_sparsity",
+)
 # Value of a state-defining field in configs saved before the field existed.
-_FIELD_DEFAULTS = {"dropout_rng": "threefry2x32"}
+_FIELD_DEFAULTS = {"dropout_rng": "threefry2x32", "prune.target_sparsity": 0.0}
 
 log = logging.getLogger(__name__)
 

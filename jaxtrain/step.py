@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxtrain.losses import cross_entropy
+from jaxtrain.losses import cross_entropy, distillation_loss
 from jaxtrain.metrics import confusion_matrix
 
 Batch = dict[str, jax.Array]
@@ -49,6 +49,9 @@ class StepSpec:
     param_compute_sharding: Any = None
     # PRNG behind dropout (config.dropout_rng); state.rng holds this implementation's key words.
     rng_impl: str = "threefry2x32"
+    # Distillation (jaxtrain/distill.py adds batch["teacher_logits"]); unused without them.
+    distill_alpha: float = 0.0
+    distill_temperature: float = 1.0
 
 
 def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
@@ -113,6 +116,11 @@ def _micro_grads(spec: StepSpec, params, model_state, batch: Batch, key):
             spec, p, model_state, batch["inputs"], train=True, dropout_key=key
         )
         losses = cross_entropy(logits, labels, label_smoothing=spec.label_smoothing)
+        if "teacher_logits" in batch:
+            soft = distillation_loss(
+                logits, batch["teacher_logits"], temperature=spec.distill_temperature
+            )
+            losses = spec.distill_alpha * soft + (1.0 - spec.distill_alpha) * losses
         loss = jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1e-9)
         correct = jnp.sum((jnp.argmax(logits, -1) == labels) * mask)
         return loss, (new_model_state, correct)

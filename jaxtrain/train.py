@@ -13,7 +13,7 @@ import numpy as np
 import tqdm
 
 from jaxtrain import data as data_lib
-from jaxtrain import ensemble, provenance
+from jaxtrain import distill, ensemble, provenance, prune
 from jaxtrain import metrics as metrics_lib
 from jaxtrain.build import (
     abstract_like,
@@ -115,6 +115,7 @@ def train_and_evaluate(
         c, task=info.task, num_classes=info.num_classes, vocab_size=info.vocab_size
     )
     class_weights = _class_weights(c, opts, info)
+    teacher = distill.load_teacher(c, mesh, info)  # None unless config.distill.teacher
     is_main = jax.process_index() == 0
     run_meta = {
         "config": c.to_dict(),
@@ -143,7 +144,7 @@ def train_and_evaluate(
     train_iter = iterators[0] if len(seeds) == 1 else ensemble.MemberIterators(iterators)
 
     # --- model, optimizer, shardings ----------------------------------------------------
-    state, train_fn, eval_fn = create_state_and_steps(c, mesh, info, class_weights)
+    state, train_fn, eval_fn = create_state_and_steps(c, mesh, info, class_weights, teacher)
     accumulate = jax.jit(accumulate_train_metrics)
     data_sharding = sharding.batch_sharding(mesh)
     zero_pending = zero_train_metrics(
@@ -239,6 +240,7 @@ def train_and_evaluate(
     scalars, confusion = evaluate_split(c, "test", state, eval_fn, mesh, info)
     _write_eval(workdir, writer, end, scalars, confusion, "test", info.class_names)
     final.update(scalars)
+    final.update(prune.final_metrics(c, state.params))
     final["time/train_seconds"] = time.perf_counter() - t_start
     writer.close()
     ckpt.close()
