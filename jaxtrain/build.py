@@ -15,7 +15,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxtrain import batch_fit, ensemble, models, optim
+from jaxtrain import batch_fit, distill, ensemble, models, optim, prune
 from jaxtrain.config import warmup_steps
 from jaxtrain.data.loader import DatasetInfo
 from jaxtrain.models.pretrained import import_pretrained
@@ -58,7 +58,7 @@ def _make_schedule(c: ml_collections.ConfigDict) -> optax.Schedule:
 
 def _make_optimizer(c: ml_collections.ConfigDict, schedule: optax.Schedule):
     o = c.optimizer
-    return optim.get_optimizer(
+    tx = optim.get_optimizer(
         o.name,
         schedule,
         weight_decay=o.weight_decay,
@@ -68,6 +68,8 @@ def _make_optimizer(c: ml_collections.ConfigDict, schedule: optax.Schedule):
         b2=o.b2,
         eps=o.eps,
     )
+    pruning = prune.prune_settings(c)
+    return prune.with_pruning(tx, pruning) if pruning.enabled else tx
 
 
 def model_settings(c: ml_collections.ConfigDict, info: DatasetInfo):
@@ -92,10 +94,14 @@ def create_state_and_steps(
     mesh,
     info: DatasetInfo,
     class_weights: tuple[float, ...] = (),
+    teacher: distill.Teacher | None = None,
 ):
-    """Initializes the state sharded over `mesh` and compiles-on-first-call the two steps."""
-    state, spec, state_sharding = create_state_and_spec(c, mesh, info, class_weights)
-    return (state, *compile_steps(c, mesh, spec, state_sharding, info=info, state=state))
+    """Initializes the state sharded over `mesh` and compiles-on-first-call the two steps.
+    `teacher` (distill.load_teacher): the train step also runs the frozen teacher and mixes in
+    its soft targets."""
+    state, spec, state_sharding = create_state_and_spec(c, mesh, info, class_weights, teacher)
+    steps = compile_steps(c, mesh, spec, state_sharding, info=info, state=state, teacher=teacher)
+    return (state, *steps)
 
 
 def create_state_and_spec(
@@ -103,11 +109,13 @@ def create_state_and_spec(
     mesh,
     info: DatasetInfo,
     class_weights: tuple[float, ...] = (),
+    teacher: distill.Teacher | None = None,
 ) -> tuple[TrainState, StepSpec, Any]:
     """The state sharded over `mesh`, the step's static spec and the state's shardings.
 
     Init goes eval_shape -> shardings -> jit(init, out_shardings), so params are created directly
-    where they live instead of on one device first.
+    where they live instead of on one device first. With a `teacher` the spec mixes in its soft
+    targets (config.distill).
     """
     schedule = _make_schedule(c)
     tx = _make_optimizer(c, schedule)
@@ -137,6 +145,9 @@ def create_state_and_spec(
         )
         abstract = jax.eval_shape(init)
         state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), abstract)
+    pruning = prune.prune_settings(c)
+    if pruning.enabled:
+        log.info(prune.describe(abstract.params, pruning, leading_axes=int(c.num_seeds > 1)))
     state = jax.jit(init, out_shardings=state_sharding)()
     if getattr(settings, "pretrained", ""):
         data_dir = resolve_data_dir(c.data.data_dir)
@@ -153,15 +164,25 @@ def create_state_and_spec(
         param_compute_sharding=partitioning.compute_shardings(state_sharding.params, mesh),
         rng_impl=c.dropout_rng,
         ema_decay=c.optimizer.ema_decay,
+        distill_alpha=c.distill.alpha if teacher else 0.0,
+        distill_temperature=c.distill.temperature if teacher else 1.0,
     )
     return state, spec, state_sharding
 
 
 def compile_steps(
-    c: ml_collections.ConfigDict, mesh, spec: StepSpec, state_sharding, *, info=None, state=None
+    c: ml_collections.ConfigDict,
+    mesh,
+    spec: StepSpec,
+    state_sharding,
+    *,
+    info=None,
+    state=None,
+    teacher: distill.Teacher | None = None,
 ):
     """(train, evaluate): the jitted steps with explicit shardings; train donates the state.
-    grad_accum_steps=auto also needs the dataset's `info` and the (abstract) `state`."""
+    grad_accum_steps=auto also needs the dataset's `info` and the (abstract) `state`; a
+    `teacher` runs inside the train step."""
     data_sharding = sharding.batch_sharding(mesh)
     metrics_sharding = sharding.replicated(mesh)
     step_fn = functools.partial(train_step, spec)
@@ -172,12 +193,17 @@ def compile_steps(
         train_data_sharding = ensemble.member_sharding(data_sharding)
 
     def jit_train(step):
-        return jax.jit(
+        train_in = (state_sharding, train_data_sharding)
+        if teacher is not None:
+            step = distill.with_teacher(step, teacher, c.num_seeds)
+            train_in = (*train_in, teacher.shardings)
+        train = jax.jit(
             step,
-            in_shardings=(state_sharding, train_data_sharding),
+            in_shardings=train_in,
             out_shardings=(state_sharding, metrics_sharding),
             donate_argnums=(0,),
         )
+        return train if teacher is None else distill.bind_teacher(train, teacher)
 
     if c.optimizer.grad_accum_steps == batch_fit.AUTO:
         if info is None or state is None:

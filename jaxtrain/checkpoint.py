@@ -26,16 +26,21 @@ DAMAGED_DIR = "checkpoints_damaged"  # next to checkpoints/: steps that failed t
 # Config fields that decide the shapes in the state; a checkpoint whose values differ cannot be
 # restored into this run.
 # (optimizer.ema_decay: with EMA the state holds the average too, and its decay is part of the
-# run's arithmetic.)
+# run's arithmetic. Pruning on/off adds the masks to the optimizer state.)
 STATE_DEFINING_FIELDS = (
     "model",
     "optimizer.name",
     "optimizer.ema_decay",
     "data.name",
     "dropout_rng",
+    "prune.target_sparsity",
 )
 # Value of a state-defining field in configs saved before the field existed.
-_FIELD_DEFAULTS = {"dropout_rng": "threefry2x32", "optimizer.ema_decay": 0.0}
+_FIELD_DEFAULTS = {
+    "dropout_rng": "threefry2x32",
+    "optimizer.ema_decay": 0.0,
+    "prune.target_sparsity": 0.0,
+}
 
 log = logging.getLogger(__name__)
 

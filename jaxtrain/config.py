@@ -15,6 +15,7 @@ from jaxtrain.data.registry import LANGUAGE_MODELING, validate_dataset_name
 from jaxtrain.errors import ConfigError, DataError
 from jaxtrain.models.pretrained import check_pretrained
 from jaxtrain.models.registry import get_family, model_config, model_names, settings_from_config
+from jaxtrain.prune import prune_settings
 
 OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "adam", "adamw", "adagrad", "rmsprop", "muon")
 SCHEDULE_NAMES = ("constant", "piecewise", "exponential", "cosine", "warmup_cosine", "sgdr")
@@ -161,6 +162,22 @@ def get_config() -> ml_collections.ConfigDict:
     c.loss.label_smoothing = 0.0
     c.loss.class_weighting = "none"  # none, balanced (n / (K * n_k) from train) or given
     c.loss.class_weights = (1.0,)  # with class_weighting=given: one weight per class
+
+    # Knowledge distillation (jaxtrain/distill.py): loss = alpha * T^2 * KL(teacher_T || student_T)
+    # + (1 - alpha) * the label loss, with softmaxes at temperature T. The teacher is frozen.
+    c.distill = ml_collections.ConfigDict()
+    # A finished jaxtrain run dir (its best, else its latest checkpoint); "": off.
+    c.distill.teacher = ""
+    c.distill.alpha = 0.5  # weight of the soft (teacher) loss, in [0, 1]
+    c.distill.temperature = 4.0  # T > 0
+
+    # Gradual magnitude pruning with Zhu & Gupta's cubic schedule (jaxtrain/prune.py).
+    c.prune = ml_collections.ConfigDict()
+    c.prune.target_sparsity = 0.0  # final fraction of zeros per weight matrix, in [0, 1); 0: off
+    c.prune.start_step = 0  # sparsity 0 until here
+    c.prune.end_step = -1  # target sparsity from here on; -1: total_steps
+    c.prune.every = 100  # steps between mask updates
+    c.prune.pattern = "unstructured"  # or "2:4": 2 of every 4 input-channel weights (s = 0.5)
     return c
 
 
@@ -240,6 +257,12 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
         f"must be >= 0 (0 turns drift monitoring off), got {c.drift.num_examples}",
     )
     _validate_profile(c.profile, c.total_steps)
+    _validate_distill(c.distill)
+    if c.distill.teacher:
+        for field, on in (("optimizer.grad_accum_steps", accum == batch_fit.AUTO),
+                          ("fingerprint_every", c.fingerprint_every > 0)):  # fmt: skip
+            _check(not on, field, "is not supported with distill.teacher yet")
+    prune_settings(c)  # raises ConfigError naming the config.prune field
     _check(c.early_stopping.patience >= 0, "early_stopping.patience", "must be >= 0 (0: off)")
     _check(c.early_stopping.min_delta >= 0, "early_stopping.min_delta", "must be >= 0")
     _check(
@@ -303,6 +326,12 @@ def _validate_profile(p: ml_collections.ConfigDict, total_steps: int) -> None:
         f"the trace would cover steps {p.start_step + 1}..{last}, beyond total_steps="
         f"{total_steps}; lower profile.start_step or profile.num_steps",
     )
+
+
+def _validate_distill(d: ml_collections.ConfigDict) -> None:
+    """Ranges only; the teacher run itself is checked against the student by load_teacher."""
+    _check(0.0 <= d.alpha <= 1.0, "distill.alpha", f"must be in [0, 1], got {d.alpha}")
+    _check(d.temperature > 0, "distill.temperature", f"must be > 0, got {d.temperature}")
 
 
 def _validate_model(m: ml_collections.ConfigDict) -> None:

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxtrain.losses import cross_entropy
+from jaxtrain.losses import cross_entropy, distillation_loss
 from jaxtrain.metrics import confusion_matrix
 
 Batch = dict[str, jax.Array]
@@ -86,6 +86,9 @@ class StepSpec:
     rng_impl: str = "threefry2x32"
     # config.optimizer.ema_decay: > 0 updates the EMATrainState's average after every step.
     ema_decay: float = 0.0
+    # Distillation (jaxtrain/distill.py adds batch["teacher_logits"]); unused without them.
+    distill_alpha: float = 0.0
+    distill_temperature: float = 1.0
 
 
 def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
@@ -159,6 +162,11 @@ def _micro_grads(spec: StepSpec, params, model_state, batch: Batch, key):
     def loss_fn(p):
         logits, new_model_state = _forward(spec, p, model_state, batch, train=True, dropout_key=key)
         losses = cross_entropy(logits, labels, label_smoothing=spec.label_smoothing)
+        if "teacher_logits" in batch:
+            soft = distillation_loss(
+                logits, batch["teacher_logits"], temperature=spec.distill_temperature
+            )
+            losses = spec.distill_alpha * soft + (1.0 - spec.distill_alpha) * losses
         loss = jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1e-9)
         correct = jnp.sum((jnp.argmax(logits, -1) == labels) * mask)
         return loss, (new_model_state, correct)

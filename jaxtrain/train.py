@@ -13,7 +13,7 @@ import numpy as np
 import tqdm
 
 from jaxtrain import data as data_lib
-from jaxtrain import ensemble, provenance
+from jaxtrain import distill, ensemble, provenance, prune
 from jaxtrain import metrics as metrics_lib
 from jaxtrain.build import (
     abstract_like,
@@ -119,6 +119,7 @@ def train_and_evaluate(
         c, task=info.task, num_classes=info.num_classes, vocab_size=info.vocab_size
     )
     class_weights = _class_weights(c, opts, info)
+    teacher = distill.load_teacher(c, mesh, info)  # None unless config.distill.teacher
     is_main = jax.process_index() == 0
     run_meta = {
         "config": c.to_dict(),
@@ -147,8 +148,10 @@ def train_and_evaluate(
     train_iter = iterators[0] if len(seeds) == 1 else ensemble.MemberIterators(iterators)
 
     # --- model, optimizer, shardings ----------------------------------------------------
-    state, spec, state_sharding = create_state_and_spec(c, mesh, info, class_weights)
-    train_fn, eval_fn = compile_steps(c, mesh, spec, state_sharding, info=info, state=state)
+    state, spec, state_sharding = create_state_and_spec(c, mesh, info, class_weights, teacher)
+    train_fn, eval_fn = compile_steps(
+        c, mesh, spec, state_sharding, info=info, state=state, teacher=teacher
+    )
     fingerprints = FingerprintLog(spec, mesh, workdir, every=c.fingerprint_every, enabled=is_main)
     accumulate = jax.jit(accumulate_train_metrics)
     data_sharding = sharding.batch_sharding(mesh)
@@ -270,6 +273,7 @@ def train_and_evaluate(
         path = os.path.join(workdir, REFERENCE_FILE)
         drift.write_reference(state, tested, path, write=is_main)
     final.update(scalars)
+    final.update(prune.final_metrics(c, state.params))
     final["time/train_seconds"] = time.perf_counter() - t_start
     writer.close()
     ckpt.close()

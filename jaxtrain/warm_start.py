@@ -41,11 +41,13 @@ def _path_key(path: tuple) -> str:
     return "/".join(parts)
 
 
-def _flatten(tree: Any) -> dict[str, Any]:
+def flatten_by_path(tree: Any) -> dict[str, Any]:
+    """{"a/b/kernel": leaf}: the keys a checkpoint's host tree and a model's params share."""
     return {_path_key(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def _read_host_tree(step_dir: str) -> dict[str, Any]:
+def read_host_tree(step_dir: str, field: str = "config.init_from") -> dict[str, Any]:
+    """A checkpoint step's `state` item as host numpy arrays; errors name `field`."""
     path = os.path.join(step_dir, "state")
     checkpointer = ocp.PyTreeCheckpointer()
     try:
@@ -53,7 +55,7 @@ def _read_host_tree(step_dir: str) -> dict[str, Any]:
         as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), layout)
         return checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
     except Exception as e:  # noqa: BLE001 - report any unreadable checkpoint the same way
-        raise CheckpointError(f"config.init_from: cannot read {path}: {e}") from e
+        raise CheckpointError(f"{field}: cannot read {path}: {e}") from e
 
 
 def _merge(current: Any, saved: dict[str, np.ndarray], group: str, used: set[str]) -> Any:
@@ -76,9 +78,9 @@ def warm_start(state: Any, path: str) -> Any:
     """Returns `state` with params and model collections replaced where paths match (the
     source's params, not its EMA average)."""
     step_dir = resolve_checkpoint_step(path)
-    saved_state = _read_host_tree(step_dir)["train_state"]
-    saved = {f"params/{k}": v for k, v in _flatten(saved_state["params"]).items()}
-    saved |= {f"model_state/{k}": v for k, v in _flatten(saved_state["model_state"]).items()}
+    saved_state = read_host_tree(step_dir)["train_state"]
+    saved = {f"params/{k}": v for k, v in flatten_by_path(saved_state["params"]).items()}
+    saved |= {f"model_state/{k}": v for k, v in flatten_by_path(saved_state["model_state"]).items()}
     used: set[str] = set()
     params = _merge(state.params, saved, "params", used)
     model_state = _merge(state.model_state, saved, "model_state", used)
@@ -88,7 +90,7 @@ def warm_start(state: Any, path: str) -> Any:
         )
     kept = sorted(
         k
-        for k in _flatten({"params": state.params, "model_state": state.model_state})
+        for k in flatten_by_path({"params": state.params, "model_state": state.model_state})
         if k not in used
     )
     log.info(

@@ -1,7 +1,6 @@
 """Evaluate a saved checkpoint of a run on the test split: `python -m jaxtrain eval`."""
 
 import dataclasses
-import json
 import os
 from typing import Any
 
@@ -17,41 +16,11 @@ from jaxtrain.build import (
     zero_train_metrics,
 )
 from jaxtrain.checkpoint import Checkpointer
-from jaxtrain.config import get_config
 from jaxtrain.errors import CheckpointError
 from jaxtrain.evaluation import data_options, evaluate_split
-from jaxtrain.models.registry import family_config_of, model_config
 from jaxtrain.parallel import sharding
+from jaxtrain.run_config import load_run_config, open_run_checkpoints
 from jaxtrain.writers import write_json
-
-
-def _load_run_config(workdir: str) -> ml_collections.ConfigDict:
-    """The run's saved config over today's defaults, so fields added since the run was made
-    take their default values."""
-    path = os.path.join(workdir, "config.json")
-    try:
-        with open(path) as f:
-            saved = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: cannot read the run's config ({e})") from e
-    base = get_config()
-    if isinstance(saved.get("model"), dict) and "name" in saved["model"]:
-        # config.model holds the run's family's fields; older runs saved every family's.
-        saved["model"] = family_config_of(saved["model"])
-        base.model = model_config(saved["model"]["name"])
-    return ml_collections.ConfigDict(_merge(base.to_dict(), saved))
-
-
-def _merge(base: dict, saved: dict) -> dict:
-    out = dict(base)
-    for key, value in saved.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            out[key] = _merge(base[key], value)
-        elif isinstance(value, list) and isinstance(base.get(key), tuple):
-            out[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
-        else:
-            out[key] = value
-    return out
 
 
 def _pick_step(ckpt: Checkpointer, which: str) -> int:
@@ -85,17 +54,8 @@ class SavedRun:
 
 def restore_run_state(workdir: str, which: str) -> SavedRun:
     """A run's config, dataset info and the train state of checkpoint `which`."""
-    c = _load_run_config(workdir)
-    k = c.checkpoint
-    ckpt = Checkpointer(
-        os.path.join(workdir, "checkpoints"),
-        keep=k.keep,
-        keep_best=k.keep_best,
-        best_metric=k.best_metric,
-        best_mode=k.best_mode,
-        async_save=False,
-        read_only=True,
-    )
+    c = load_run_config(workdir)
+    ckpt = open_run_checkpoints(workdir, c)
     step = _pick_step(ckpt, which)
     info = data_lib.get_dataset_info(data_options(c))
     mesh = sharding.create_mesh(-1, tuple(c.mesh.shape))

@@ -237,7 +237,7 @@ def write_summary(
         row.update({path: format_value(v) for path, v in overrides.items()})
         row[metric] = final.get(metric)
         row.update({k: v for k, v in sorted(final.items()) if k.startswith("test/")})
-        for key in ("early_stopping/best_step", "time/train_seconds"):
+        for key in ("early_stopping/best_step", "prune/sparsity", "time/train_seconds"):
             if key in final:
                 row[key] = final[key]
         if row["status"] != "done":
