@@ -5,10 +5,9 @@ real mesh are marked `multidevice` and run in their own pytest session with 8 fa
 (`JAXTRAIN_TEST_DEVICES=8 pytest -m multidevice`; `make test` runs both sessions). In a session
 without 8 devices they are deselected, and the summary says so and how to run them.
 
-Compile cache: one persistent XLA cache per session, in a temporary directory shared by the
-xdist workers. Repeated programs (the same tiny configs in many tests and in the CLI
-subprocesses they start) compile once per session, and nothing leaks between sessions or into
-~/.cache.
+Compile cache: one persistent XLA cache per pytest process, in a temporary directory.
+Repeated programs (the same tiny configs in many tests and in the CLI runs they start) compile
+once per process, and nothing leaks between sessions or into ~/.cache.
 """
 
 import os
@@ -26,12 +25,9 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={DEVICES}"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# One cache for the whole session: pytest-xdist workers inherit the controller's directory
-# (JAX locks each entry while it is written); only the process that made it removes it.
-_SHARED = "JAXTRAIN_TEST_XLA_CACHE"
-_OWNS_CACHE = not os.environ.get(_SHARED)
-_CACHE_DIR = os.environ.get(_SHARED) or tempfile.mkdtemp(prefix="jaxtrain-test-xla-")
-os.environ[_SHARED] = _CACHE_DIR
+# One cache per pytest process (each xdist worker has its own: a directory shared by workers
+# was removed by the first to finish while another still wrote to it).
+_CACHE_DIR = tempfile.mkdtemp(prefix="jaxtrain-test-xla-")
 os.environ["JAXTRAIN_COMPILE_CACHE"] = _CACHE_DIR  # read by config.compile_cache_dir="auto"
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,8 +69,7 @@ def pytest_terminal_summary(terminalreporter):
 
 
 def pytest_sessionfinish(session):
-    if _OWNS_CACHE:
-        shutil.rmtree(_CACHE_DIR, ignore_errors=True)
+    shutil.rmtree(_CACHE_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
