@@ -19,6 +19,7 @@ from jaxtrain.build import (
     abstract_like,
     compile_steps,
     create_state_and_spec,
+    fuse_metric_sums,
     make_carry,
     zero_train_metrics,
 )
@@ -36,10 +37,7 @@ from jaxtrain.parallel.distributed import initialize_distributed
 from jaxtrain.perf import PerfTimer, tokens_per_example
 from jaxtrain.preemption import PreemptionWatcher
 from jaxtrain.profiling import StepTrace
-from jaxtrain.step import (
-    TrainState,
-    accumulate_train_metrics,
-)
+from jaxtrain.step import TrainState
 from jaxtrain.warm_start import warm_start
 from jaxtrain.writers import MetricWriter, check_metrics, supersede_metrics, write_json
 
@@ -153,13 +151,15 @@ def train_and_evaluate(
         c, mesh, spec, state_sharding, info=info, state=state, teacher=teacher
     )
     fingerprints = FingerprintLog(spec, mesh, workdir, every=c.fingerprint_every, enabled=is_main)
-    accumulate = jax.jit(accumulate_train_metrics)
     data_sharding = sharding.batch_sharding(mesh)
     zero_pending = zero_train_metrics(
         train_fn, state, info, c.batch_size, data_sharding, num_members=c.num_seeds
     )
     if c.num_seeds > 1:
         data_sharding = ensemble.member_sharding(data_sharding)
+    step_and_sum = fuse_metric_sums(train_fn, state, zero_pending, data_sharding)
+    # Fingerprints take the batch placed on the mesh (their jit has no input shardings).
+    place_batch = sharding.make_global_batch if fingerprints.every else sharding.step_batch
     log.info(
         "workdir %s; mesh %s; %s params", workdir, dict(mesh.shape), f"{_count_params(state):,}"
     )
@@ -208,19 +208,22 @@ def train_and_evaluate(
     )
     t_start = time.perf_counter()
     end = start if stopper is not None and stopper.stopped else c.total_steps
+    # Plain ints in the loop: each ConfigDict lookup costs 1-10 us of host time per step.
+    total, log_every, eval_every = c.total_steps, c.log_every, c.eval_every
+    save_every = c.checkpoint.every
     for step in range(start, end):
         trace.before_step(step)
         with timer.data_wait():
-            batch = sharding.make_global_batch(next(train_iter), data_sharding)
+            local_batch = next(train_iter)
+        batch = place_batch(local_batch, data_sharding)  # loop time, not data wait
         grads_fp = fingerprints.grads(state, batch, step + 1)  # None unless due
-        state, step_metrics = train_fn(state, batch)
-        pending = accumulate(pending, step_metrics)
+        state, pending = step_and_sum(state, pending, batch)  # one dispatch: step + metric sums
         since += 1
         bar.update(1)
         done = step + 1
         trace.after_step(done, state)
         fingerprints.write(done, state, grads_fp)
-        if done % c.log_every == 0 or done == c.total_steps:
+        if done % log_every == 0 or done == total:
             # The loop's host sync (besides fingerprints, when on): fetching the summed metrics.
             # Fetch before timing, so the interval ends when its steps have finished running.
             totals = jax.device_get(pending)
@@ -229,7 +232,7 @@ def train_and_evaluate(
             pending = zero_pending
             since = 0
         ranking = None  # metrics that rank this step's checkpoint among the best
-        if done % c.eval_every == 0 or done == c.total_steps:
+        if done % eval_every == 0 or done == total:
             last_eval, confusion = evaluate_split(c, "validation", state, eval_fn, mesh, info)
             ranking = last_eval
             _write_eval(workdir, writer, done, last_eval, confusion, "validation", info.class_names)
@@ -245,15 +248,15 @@ def train_and_evaluate(
                 ranking = last_eval if stopper.best_step == done else None
         preempted = watcher.should_stop(done)
         # With early stopping every evaluated step is saved, so the best one is always on disk.
-        evaluated = stopper is not None and done % c.eval_every == 0
-        if done % c.checkpoint.every == 0 or done == end or evaluated or preempted:
+        evaluated = stopper is not None and done % eval_every == 0
+        if done % save_every == 0 or done == end or evaluated or preempted:
             carry = make_carry(state, pending, since)
             meta = run_meta | {"early_stopping": stopper.to_dict() if stopper else None}
             with timer.checkpoint_stall():
                 ckpt.save(done, carry, train_iter.get_state(), meta, ranking)
         if done == end:
             break
-        if preempted and done < c.total_steps:
+        if preempted and done < total:
             trace.close()
             ckpt.wait()  # synchronous: the process is about to exit
             watcher.close()

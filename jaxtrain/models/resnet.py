@@ -12,6 +12,7 @@ Letters: B batch, H/W spatial, C channels, K classes.
 """
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -19,6 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxtrain.models import settings as S
+from jaxtrain.models.conv import CONV_IMPLS, Conv
 from jaxtrain.models.layers import Norm, get_initializer
 
 CONV_AXES = ("kernel_h", "kernel_w", "conv_in", "conv_out")
@@ -34,11 +36,14 @@ class ResNetSettings:
     dropout: float = 0.1
     features: tuple[int, ...] = (32, 64)  # stage widths
     blocks_per_stage: int = 2
+    # How convs are formulated: auto | xla | im2col (jaxtrain/models/conv.py).
+    conv_impl: str = "auto"
     in_shape: tuple[int, ...] = S.dataset_field("input_shape", (28, 28, 1))
 
     def __post_init__(self):
         S.check_image_classifier(self)
         S.check_positive(self, "blocks_per_stage")
+        S.check_choice(self.conv_impl, "conv_impl", CONV_IMPLS)
         S.check(
             len(self.in_shape) == 3, "name", f"resnet needs (H, W, C) images, got {self.in_shape}"
         )
@@ -53,6 +58,7 @@ def create_resnet(s: ResNetSettings, *, rngs: nnx.Rngs) -> "ResNet":
         init=s.init,
         norm=s.norm,
         dropout=s.dropout,
+        conv_impl=s.conv_impl,
         rngs=rngs,
     )
 
@@ -63,10 +69,10 @@ def _partitioned(init: jax.nn.initializers.Initializer, names: tuple[str, ...]):
 
 
 def _conv(
-    cin: int, cout: int, size: int, stride: int, *, init: str, norm: str, rngs: nnx.Rngs
-) -> nnx.Conv:
+    cin: int, cout: int, size: int, stride: int, *, init: str, norm: str, impl: str, rngs: nnx.Rngs
+) -> Conv:
     # A bias right before a norm layer is redundant (the norm's shift replaces it).
-    return nnx.Conv(
+    return Conv(
         cin,
         cout,
         (size, size),
@@ -75,6 +81,7 @@ def _conv(
         use_bias=norm == "none",
         kernel_init=_partitioned(get_initializer(init), CONV_AXES),
         bias_init=_partitioned(jax.nn.initializers.zeros, ("conv_out",)),
+        impl=impl,
         rngs=rngs,
     )
 
@@ -92,13 +99,24 @@ def _norm(name: str, features: int, *, rngs: nnx.Rngs) -> Norm:
 class BasicBlock(nnx.Module):
     """relu(norm(conv3x3(relu(norm(conv3x3(x))))) + shortcut(x)); 1x1 projection when needed."""
 
-    def __init__(self, cin: int, cout: int, stride: int, *, init: str, norm: str, rngs: nnx.Rngs):
-        self.conv1 = _conv(cin, cout, 3, stride, init=init, norm=norm, rngs=rngs)
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        stride: int,
+        *,
+        init: str,
+        norm: str,
+        conv_impl: str = "xla",
+        rngs: nnx.Rngs,
+    ):
+        conv = functools.partial(_conv, init=init, norm=norm, impl=conv_impl, rngs=rngs)
+        self.conv1 = conv(cin, cout, 3, stride)
         self.norm1 = _norm(norm, cout, rngs=rngs)
-        self.conv2 = _conv(cout, cout, 3, 1, init=init, norm=norm, rngs=rngs)
+        self.conv2 = conv(cout, cout, 3, 1)
         self.norm2 = _norm(norm, cout, rngs=rngs)
         if stride != 1 or cin != cout:
-            self.proj = _conv(cin, cout, 1, stride, init=init, norm=norm, rngs=rngs)
+            self.proj = conv(cin, cout, 1, stride)
             self.proj_norm = _norm(norm, cout, rngs=rngs)
         else:
             self.proj = None
@@ -126,6 +144,7 @@ class ResNet(nnx.Module):
         init: str,
         norm: str,
         dropout: float,
+        conv_impl: str = "xla",
         rngs: nnx.Rngs,
     ):
         if blocks_per_stage < 1:
@@ -133,14 +152,18 @@ class ResNet(nnx.Module):
         if not features:
             raise ValueError("features must name at least one stage width")
         cin = in_shape[-1]
-        self.stem = _conv(cin, features[0], 3, 1, init=init, norm=norm, rngs=rngs)
+        self.stem = _conv(cin, features[0], 3, 1, init=init, norm=norm, impl=conv_impl, rngs=rngs)
         self.stem_norm = _norm(norm, features[0], rngs=rngs)
         blocks = []
         cin = features[0]
         for stage, cout in enumerate(features):
             for i in range(blocks_per_stage):
                 stride = 2 if stage > 0 and i == 0 else 1
-                blocks.append(BasicBlock(cin, cout, stride, init=init, norm=norm, rngs=rngs))
+                blocks.append(
+                    BasicBlock(
+                        cin, cout, stride, init=init, norm=norm, conv_impl=conv_impl, rngs=rngs
+                    )
+                )
                 cin = cout
         self.blocks = nnx.List(blocks)
         self.dropout = nnx.Dropout(dropout)

@@ -4,6 +4,10 @@
 its perf/ records: the first log interval (compilation, warm-up) is dropped, the rest are timed.
 Beside it, in the same process and on the same devices, a minimal hand-written `jax.jit` loop runs
 the same model, batch, loss and AdamW from batches in RAM: jaxtrain / hand is the overhead.
+Host time per step, for both loops: wall microseconds less data wait and checkpoint stall (the
+hand loop has neither), and the CPU microseconds of the loop's own thread (perf/
+host_cpu_us_per_step; steadier on a shared machine). For a tiny model they are the framework's
+per-step host cost (benchmarks/host_overhead.py).
 
 FLOPs/step: XLA's count of the compiled step, which counts what runs (rematerialisation in, the
 causal kernel's skipped blocks out); for transformers also 6 N T + attention. Peak: datasheet on
@@ -11,6 +15,7 @@ GPU/TPU, a matmul probe on CPU. Memory: device.memory_stats() peak on GPU/TPU; o
 assignment of the compiled step (arguments + outputs - donated aliases + temporaries).
 """
 
+import dataclasses
 import datetime
 import importlib.metadata
 import json
@@ -20,7 +25,7 @@ import platform
 import statistics
 import tempfile
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -78,7 +83,7 @@ def benchmark_config(
 def summarize_intervals(records: list[dict[str, Any]], warmup: int) -> dict[str, float]:
     """Aggregates the perf/ records of the log intervals after `warmup` (time-weighted)."""
     prev, first = 0, None
-    steps = seconds = examples = wait = stall = tokens = 0.0
+    steps = seconds = examples = wait = stall = tokens = cpu = 0.0
     for r in sorted((r for r in records if "perf/steps_per_sec" in r), key=lambda r: r["step"]):
         n, prev_step = r["step"] - prev, prev
         prev = r["step"]
@@ -91,9 +96,13 @@ def summarize_intervals(records: list[dict[str, Any]], warmup: int) -> dict[str,
         wait += r["perf/data_wait_fraction"] * dt
         stall += r["perf/checkpoint_stall_s"]
         tokens += r.get("perf/tokens_per_sec", 0.0) * dt
+        cpu += r.get("perf/host_cpu_us_per_step", math.nan) * n
     if steps == 0:
         raise ValueError(f"no timed log interval after warm-up step {warmup} in the records")
     out = {
+        # Wall time per step the loop itself took: not waiting for input, not saving.
+        "host_us_per_step": 1e6 * (seconds - wait - stall) / steps,
+        "host_cpu_us_per_step": cpu / steps,  # the loop thread's CPU time (see PerfTimer)
         "timed_steps": steps,
         "timed_seconds": seconds,
         "steps_per_sec": steps / seconds,
@@ -109,7 +118,8 @@ def summarize_intervals(records: list[dict[str, Any]], warmup: int) -> dict[str,
     return out
 
 
-def _time_jaxtrain(c: ml_collections.ConfigDict, workdir: str, warmup: int) -> dict[str, float]:
+def time_jaxtrain(c: ml_collections.ConfigDict, workdir: str, warmup: int) -> dict[str, float]:
+    """One `train_and_evaluate` run of a benchmark config; its timed intervals summarized."""
     train_and_evaluate(c, workdir, progress=False)
     return summarize_intervals(read_metrics(workdir), warmup)
 
@@ -143,7 +153,9 @@ def compiled_memory(compiled: Any) -> dict[str, Any]:
     }
 
 
-def _peak(hardware: str, compute_dtype: str) -> tuple[float, str]:
+def peak_per_device(hardware: str, compute_dtype: str) -> tuple[float, str]:
+    """Peak FLOP/s of one device and where it comes from: the datasheet table (GPU/TPU) or a
+    matmul probe (CPU)."""
     if hardware == "cpu":
         peak = flops_lib.measure_cpu_peak_flops(compute_dtype, CPU_PROBE_SIZE, CPU_PROBE_REPEATS)
         return peak, f"measured: best of {CPU_PROBE_REPEATS} jitted {CPU_PROBE_SIZE}^3 matmuls"
@@ -241,20 +253,110 @@ def preload_batches(c: ml_collections.ConfigDict, info: DatasetInfo) -> list[dic
     return [next(it) for _ in range(PRELOADED_BATCHES)]
 
 
-def time_hand_loop(init, step, batches: list, steps: int, mesh) -> float:
-    """Steps/s of `steps` steps after a warm-up, until the last result is ready."""
+class HandTiming(NamedTuple):
+    steps_per_sec: float
+    cpu_us_per_step: float  # CPU time of the calling thread, as perf/host_cpu_us_per_step
+
+
+def time_hand_loop(
+    init, step, batches: list, steps: int, mesh, *, device_put: bool = False
+) -> HandTiming:
+    """Steps/s of `steps` steps after a warm-up, until the last result is ready.
+
+    The host batches go straight into the jitted step, whose in_shardings place them (as
+    jaxtrain's loop does on one process); `device_put` places each with jax.device_put first,
+    the other common idiom (~250 us more host time per step). One process only.
+    """
     data_sharding = sharding.batch_sharding(mesh)
     carry = init()
     for i in range(HAND_WARMUP_STEPS + steps):
         if i == HAND_WARMUP_STEPS:
             jax.block_until_ready(carry)
-            start = time.perf_counter()
-        carry, loss = step(carry, jax.device_put(batches[i % len(batches)], data_sharding))
+            start, cpu = time.perf_counter(), time.thread_time()
+        batch = batches[i % len(batches)]
+        carry, loss = step(carry, jax.device_put(batch, data_sharding) if device_put else batch)
     jax.block_until_ready(carry)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.thread_time() - cpu
     if not np.isfinite(float(loss)):
         raise FloatingPointError("the hand-written loop diverged; its timing would be meaningless")
-    return steps / seconds
+    return HandTiming(steps / seconds, 1e6 * cpu / steps)
+
+
+@dataclasses.dataclass
+class LoopTimes:
+    """Both loops timed side by side on one config (see time_loops)."""
+
+    config: ml_collections.ConfigDict  # the benchmark config (benchmark_config)
+    timed: int  # timed steps per run
+    mesh: Any
+    info: DatasetInfo
+    jaxtrain: list[dict[str, float]]  # summarize_intervals of each repeat
+    hand: list[HandTiming]  # each repeat's; [] when skipped
+    hand_device_put: list[HandTiming]  # the same, placing each batch with jax.device_put first
+    hand_skipped: str  # why the hand loop could not run this config ("" when it ran)
+    memory: dict[str, Any] | None  # the allocator's peak after jaxtrain's first run (GPU/TPU)
+
+
+def time_loops(
+    config: ml_collections.ConfigDict,
+    *,
+    steps: int,
+    warmup: int,
+    repeats: int = 1,
+    hand_device_put: bool = False,
+) -> LoopTimes:
+    """Runs `train_and_evaluate` and the hand loop `repeats` times each in this process,
+    alternating which goes first (jaxtrain, hand; hand, jaxtrain; ...). `hand_device_put`:
+    also time the hand loop fed through jax.device_put, right after the plain one."""
+    c, timed = benchmark_config(config, steps=steps, warmup=warmup)
+    mesh = sharding.create_mesh(c.num_devices, tuple(c.mesh.shape))
+    validate_config(c, sharding.num_batch_shards(mesh))
+    info = estimate.dataset_info(c)
+    hand, hand_skipped = make_hand_loop(c, info, mesh)
+    batches = preload_batches(c, info) if hand else []
+    times = LoopTimes(c, timed, mesh, info, [], [], [], hand_skipped, None)
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+        for r in range(repeats):
+            for side in ("jaxtrain", "hand") if r % 2 == 0 else ("hand", "jaxtrain"):
+                if side == "jaxtrain":
+                    workdir = os.path.join(tmp, f"run{r}")
+                    times.jaxtrain.append(time_jaxtrain(c, workdir, warmup))
+                    # The allocator's peak, before the hand loop adds its own allocations.
+                    times.memory = times.memory or device_memory(mesh.devices.flat[0])
+                elif hand:
+                    times.hand.append(time_hand_loop(*hand, batches, timed, mesh))
+                    if hand_device_put:
+                        timing = time_hand_loop(*hand, batches, timed, mesh, device_put=True)
+                        times.hand_device_put.append(timing)
+    return times
+
+
+def host_summary(jaxtrain_runs: list[dict[str, float]], hand_runs: list[HandTiming]) -> dict:
+    """Host microseconds per step of both loops (medians), wall and CPU, and jaxtrain / hand:
+    the median of the per-repeat ratios (a repeat's two runs are adjacent in time on a drifting
+    machine)."""
+    wall = [r["host_us_per_step"] for r in jaxtrain_runs]
+    cpu = [r["host_cpu_us_per_step"] for r in jaxtrain_runs]
+    out: dict[str, Any] = {
+        "host_us_per_step": statistics.median(wall),
+        "host_cpu_us_per_step": statistics.median(cpu),
+        "repeats": {"wall_us": wall, "cpu_us": cpu},
+    }
+    if hand_runs:
+        hand_wall = [1e6 / h.steps_per_sec for h in hand_runs]
+        hand_cpu = [h.cpu_us_per_step for h in hand_runs]
+        out |= {
+            "hand_us_per_step": statistics.median(hand_wall),
+            "hand_cpu_us_per_step": statistics.median(hand_cpu),
+            "ratio_jaxtrain_over_hand": _median_ratio(wall, hand_wall),
+            "cpu_ratio_jaxtrain_over_hand": _median_ratio(cpu, hand_cpu),
+            "hand_repeats": {"wall_us": hand_wall, "cpu_us": hand_cpu},
+        }
+    return out
+
+
+def _median_ratio(ours: list[float], theirs: list[float]) -> float:
+    return statistics.median(a / b for a, b in zip(ours, theirs, strict=True))
 
 
 def run_benchmark(
@@ -267,46 +369,33 @@ def run_benchmark(
 ) -> dict[str, Any]:
     """Benchmarks the config's real train path (see the module docstring); returns the results
     and writes them to `out_json` if given. Repeats alternate jaxtrain/hand order; medians."""
-    c, timed = benchmark_config(config, steps=steps, warmup=warmup)
-    mesh = sharding.create_mesh(c.num_devices, tuple(c.mesh.shape))
-    validate_config(c, sharding.num_batch_shards(mesh))
-    info = estimate.dataset_info(c)
-    hand, hand_skipped = make_hand_loop(c, info, mesh)
-    batches = preload_batches(c, info) if hand else []
-    runs: dict[str, list] = {"jaxtrain": [], "hand": []}
-    memory = None
-    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
-        for r in range(repeats):
-            for side in ("jaxtrain", "hand") if r % 2 == 0 else ("hand", "jaxtrain"):
-                if side == "jaxtrain":
-                    runs[side].append(_time_jaxtrain(c, os.path.join(tmp, f"run{r}"), warmup))
-                    # The allocator's peak, before the hand loop adds its own allocations.
-                    memory = memory or device_memory(mesh.devices.flat[0])
-                elif hand:
-                    runs[side].append(time_hand_loop(*hand, batches, timed, mesh))
-    med = {k: statistics.median(x[k] for x in runs["jaxtrain"]) for k in runs["jaxtrain"][0]}
+    t = time_loops(config, steps=steps, warmup=warmup, repeats=repeats)
+    c, mesh, info = t.config, t.mesh, t.info
+    med = {k: statistics.median(x[k] for x in t.jaxtrain) for k in t.jaxtrain[0]}
     step = estimate.compile_train_step(c, mesh, info)  # the cache is off: a cold compile
     result: dict[str, Any] = {
         "config": {"model": c.model.name, "data": c.data.name, "batch_size": c.batch_size},
         "warmup_steps": warmup,
-        "timed_steps": timed,
+        "timed_steps": t.timed,
         "repeats": repeats,
         "jaxtrain": med,
-        "jaxtrain_repeats": runs["jaxtrain"],
+        "jaxtrain_repeats": t.jaxtrain,
+        "host": host_summary(t.jaxtrain, t.hand),
         "compile_s": step.compile_seconds,
         "num_params": step.num_params,
         "flops": _flops_summary(c, info, mesh, step, med["steps_per_sec"]),
-        "memory": memory or compiled_memory(step.compiled),
+        "memory": t.memory or compiled_memory(step.compiled),
         "device": {
             "hardware": flops_lib.detect_hardware(mesh.devices.flat[0]),
             "device_kind": mesh.devices.flat[0].device_kind,
             "num_devices": mesh.size,
         },
-        "hand": {"skipped": hand_skipped},
-        "environment": _environment(),
+        "hand": {"skipped": t.hand_skipped},
+        "environment": environment(),
     }
-    if hand:
-        result["hand"] = {"steps_per_sec": statistics.median(runs["hand"]), "repeats": runs["hand"]}
+    if t.hand:
+        hand_sps = [h.steps_per_sec for h in t.hand]
+        result["hand"] = {"steps_per_sec": statistics.median(hand_sps), "repeats": hand_sps}
         hand_sps = result["hand"]["steps_per_sec"]
         result["ratio_jaxtrain_over_hand"] = med["steps_per_sec_excl_checkpoint"] / hand_sps
     if out_json:
@@ -323,7 +412,9 @@ def _flops_summary(c, info, mesh, step: estimate.CompiledStep, steps_per_sec: fl
     else:
         xla, lower_bound = estimate.count_step_flops(c, info, mesh)
     compute_dtype = estimate.compute_dtype(c)
-    peak, peak_source = _peak(flops_lib.detect_hardware(mesh.devices.flat[0]), compute_dtype)
+    peak, peak_source = peak_per_device(
+        flops_lib.detect_hardware(mesh.devices.flat[0]), compute_dtype
+    )
     out = {
         "xla_per_step": xla,
         "xla_is_lower_bound": lower_bound,
@@ -339,7 +430,8 @@ def _flops_summary(c, info, mesh, step: estimate.CompiledStep, steps_per_sec: fl
     return out
 
 
-def _environment() -> dict[str, Any]:
+def environment() -> dict[str, Any]:
+    """Package versions, CPU count, platform and the UTC time, for the record."""
     versions = {p: importlib.metadata.version(p) for p in ("jax", "jaxlib", "flax", "optax")}
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M")
     return {
@@ -383,5 +475,30 @@ def format_benchmark(r: dict[str, Any]) -> str:
         rows.append(("jaxtrain / hand (excl. checkpoint)", f"{r['ratio_jaxtrain_over_hand']:.3f}"))
     else:
         rows.append(("hand-written jit loop", f"skipped: {r['hand']['skipped']}"))
+    rows += host_rows(r["host"])
     lines = ["| measure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
     return "\n".join(lines)
+
+
+def host_rows(h: dict[str, Any]) -> list[tuple[str, str]]:
+    """The host-time rows of the table (microseconds per step, medians)."""
+    rows = [
+        ("host us/step, jaxtrain loop: wall less data wait and checkpoint", _us(h, "host_us")),
+        ("host us/step, jaxtrain loop: CPU of the loop thread", _us(h, "host_cpu_us")),
+    ]
+    if "hand_us_per_step" in h:
+        rows += [
+            ("host us/step, hand-written jit loop: wall", _us(h, "hand_us")),
+            ("host us/step, hand-written jit loop: CPU", _us(h, "hand_cpu_us")),
+            ("host time jaxtrain / hand: wall, CPU", _ratios(h)),
+        ]
+    return rows
+
+
+def _us(h: dict[str, Any], key: str) -> str:
+    return f"{h[key + '_per_step']:,.1f}"
+
+
+def _ratios(h: dict[str, Any]) -> str:
+    wall, cpu = h["ratio_jaxtrain_over_hand"], h["cpu_ratio_jaxtrain_over_hand"]
+    return f"{wall:.3f}, {cpu:.3f} (medians of per-repeat ratios)"

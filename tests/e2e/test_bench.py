@@ -184,9 +184,14 @@ def test_run_benchmark_end_to_end(tmp_path):
     assert f["peak_source"].startswith("measured")
     assert r["memory"]["bytes"] > 0 and "memory_analysis" in r["memory"]["source"]
     assert r["hand"]["steps_per_sec"] > 0 and np.isfinite(r["ratio_jaxtrain_over_hand"])
+    h = r["host"]  # host time per step of both loops, wall and loop-thread CPU
+    assert h["host_us_per_step"] > 0 and h["hand_us_per_step"] > 0
+    assert h["host_cpu_us_per_step"] > 0 and h["hand_cpu_us_per_step"] > 0
+    assert np.isfinite([h["ratio_jaxtrain_over_hand"], h["cpu_ratio_jaxtrain_over_hand"]]).all()
     assert json.loads(out.read_text())["timed_steps"] == 8
     printed = bench.format_benchmark(r)
     assert "| MFU (XLA FLOPs) |" in printed and "| jaxtrain / hand (excl. checkpoint) |" in printed
+    assert "| host time jaxtrain / hand: wall, CPU |" in printed
 
 
 # --- compilation cache --------------------------------------------------------------------

@@ -5,7 +5,8 @@ They were recorded before the package was regrouped; a refactor that changes any
 the math (init, data order, augmentation, step, optimizer or schedule). Bitwise equality holds
 for the pinned versions on the recording machine's CPU; elsewhere XLA may pick other kernels, so
 the check falls back to rtol 1e-5 and says so. Re-record with
-`python tests/e2e/test_golden.py --record` only for a change that is meant to change the numbers.
+`python tests/e2e/test_golden.py --record [xla|im2col]` only for a change that is meant to change
+the numbers.
 """
 
 import os
@@ -14,9 +15,11 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from jaxtrain import data as data_lib
 from jaxtrain.build import create_state_and_steps
+from jaxtrain.models.conv import resolve_conv_impl
 from jaxtrain.parallel import sharding
 from jaxtrain.train import data_options
 
@@ -24,34 +27,30 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DATA_DIR = os.environ.get("JAXTRAIN_DATA_DIR", os.path.join(REPO, ".data", "tfds"))
 NUM_STEPS = 20
 
-# Recorded 2026-12-02 at commit 113beda, before the regrouping: float32 bit patterns of the
-# per-step train loss.
+# float32 bit patterns of the per-step train loss, per conv formulation (model.conv_impl):
+# "xla" recorded 2026-12-02 at commit 113beda, before the regrouping, when it was the only one;
+# "im2col" (what "auto" picks on CPU, so what the demo runs there) recorded 2026-12-02 when it was
+# added: the same losses to the last bit or two (the sums run in another order).
 RECORDED_ON = {"jax": "0.10.2", "jaxlib": "0.10.2", "machine": "x86_64", "cpu": "AMD EPYC"}
-GOLDEN_LOSS_BITS = [
-    0x4060A8AA,
-    0x407307EE,
-    0x4071D434,
-    0x406213EA,
-    0x4054536E,
-    0x404BF065,
-    0x40468F2A,
-    0x402ED124,
-    0x402688C1,
-    0x4028FCAE,
-    0x40200458,
-    0x40164216,
-    0x40114676,
-    0x4013A154,
-    0x3FF03E2D,
-    0x3FF87613,
-    0x3FE43844,
-    0x3FD62FEC,
-    0x3FC1F882,
-    0x3FC04B6C,
-]
+# fmt: off
+GOLDEN_LOSS_BITS = {
+    "xla": [
+        0x4060A8AA, 0x407307EE, 0x4071D434, 0x406213EA, 0x4054536E,
+        0x404BF065, 0x40468F2A, 0x402ED124, 0x402688C1, 0x4028FCAE,
+        0x40200458, 0x40164216, 0x40114676, 0x4013A154, 0x3FF03E2D,
+        0x3FF87613, 0x3FE43844, 0x3FD62FEC, 0x3FC1F882, 0x3FC04B6C,
+    ],
+    "im2col": [
+        0x4060A8AB, 0x407307EC, 0x4071D436, 0x406213E9, 0x4054536F,
+        0x404BF065, 0x40468F28, 0x402ED124, 0x402688C2, 0x4028FCAF,
+        0x40200459, 0x40164216, 0x40114676, 0x4013A154, 0x3FF03E2C,
+        0x3FF87612, 0x3FE43844, 0x3FD62FEC, 0x3FC1F882, 0x3FC04B6B,
+    ],
+}
+# fmt: on
 
 
-def _demo_config():
+def _demo_config(conv_impl: str):
     sys.path.insert(0, os.path.join(REPO, "experiments"))
     try:
         import fashion_mnist_cnn
@@ -60,12 +59,13 @@ def _demo_config():
     c = fashion_mnist_cnn.get_config()
     c.num_devices = 1
     c.data.data_dir = DATA_DIR
+    c.model.conv_impl = conv_impl
     return c
 
 
-def first_train_losses(num_steps: int = NUM_STEPS) -> np.ndarray:
+def first_train_losses(conv_impl: str = "auto", num_steps: int = NUM_STEPS) -> np.ndarray:
     """The demo config's first train losses through the real state, step and data iterator."""
-    c = _demo_config()
+    c = _demo_config(conv_impl)
     mesh = sharding.create_mesh(c.num_devices, tuple(c.mesh.shape))
     opts = data_options(c)
     info = data_lib.get_dataset_info(opts)
@@ -103,9 +103,11 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
-def test_first_20_demo_losses_are_golden():
-    losses = first_train_losses()
-    golden = np.asarray(GOLDEN_LOSS_BITS, dtype=np.uint32).view(np.float32)
+@pytest.mark.parametrize("conv_impl", ["xla", "auto"])
+def test_first_20_demo_losses_are_golden(conv_impl):
+    losses = first_train_losses(conv_impl)
+    resolved = resolve_conv_impl(conv_impl)
+    golden = np.asarray(GOLDEN_LOSS_BITS[resolved], dtype=np.uint32).view(np.float32)
     assert len(golden) == NUM_STEPS
     assert np.all(np.isfinite(losses)) and losses[0] > losses[-1]
     if platform_signature() == RECORDED_ON:
@@ -114,10 +116,11 @@ def test_first_20_demo_losses_are_golden():
         np.testing.assert_allclose(losses, golden, rtol=1e-5)
 
 
-if __name__ == "__main__" and sys.argv[1:] == ["--record"]:
-    values = first_train_losses()
+if __name__ == "__main__" and sys.argv[1:2] == ["--record"]:
+    impl = sys.argv[2] if len(sys.argv) > 2 else "auto"
+    values = first_train_losses(impl)
     print("RECORDED_ON =", platform_signature())
-    print("GOLDEN_LOSS_BITS = [")
+    print(f'GOLDEN_LOSS_BITS["{resolve_conv_impl(impl)}"] = [')
     for i in range(0, NUM_STEPS, 5):
         print("    " + ", ".join(f"0x{v:08x}" for v in values[i : i + 5].view(np.uint32)) + ",")
     print("]")
