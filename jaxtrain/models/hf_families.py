@@ -231,7 +231,7 @@ BERT = W.Family(
     extra_params=("head.kernel", "head.bias"),
 )
 
-FAMILIES: dict[str, W.Family] = {f.name: f for f in (LLAMA, GPT2, BERT)}
+FAMILIES: dict[str, W.Family] = {f.name: f for f in (GPT2, LLAMA, BERT)}
 # HF config.json `architectures` / `model_type` -> our family. BertFor* files import their
 # encoder (a warning lists the head's tensors left out).
 _ARCHITECTURES = {"LlamaForCausalLM": "llama", "GPT2LMHeadModel": "gpt", "GPT2Model": "gpt",

@@ -158,8 +158,27 @@ def test_hf_llama_round_trip_is_exact(tmp_path, tied):
     assert sorted(back) == sorted(tensors)
     for name, w in tensors.items():
         np.testing.assert_array_equal(back[name], w, err_msg=name)
-    hf = json.loads((tmp_path / "config.json").read_text())
-    assert hf_families.llama_config_from_hf(hf_families.hf_config(cfg), "x") == cfg
+    saved, ours = json.loads((tmp_path / "config.json").read_text()), hf_families.hf_config(cfg)
+    assert hf_families.llama_config_from_hf(ours, "x") == cfg
+    shared = (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "hidden_act",
+        "max_position_embeddings",
+        "rms_norm_eps",
+        "rope_parameters",
+        "tie_word_embeddings",
+        "attention_bias",
+        "mlp_bias",
+        "model_type",
+        "architectures",
+    )
+    assert {k: ours[k] for k in shared} == {k: saved[k] for k in shared}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -268,8 +287,9 @@ def test_bad_llama_weights_name_tensor_and_field(tmp_path):
     ):
         load(wide)
     mha = LlamaConfig(**{**cfg.__dict__, "num_kv_heads": 4})
+    kv_field = r"LlamaConfig.num_kv_heads \(config.json num_key_value_heads\)"
     with pytest.raises(CheckpointError, match=r"k_proj.weight has shape \(16, 32\) .*\(32, 32\).*"
-                       r"LlamaConfig.num_kv_heads \(config.json num_key_value_heads\)"):  # fmt: skip
+                       + kv_field):  # fmt: skip
         load(mha)
     deeper = LlamaConfig(**{**cfg.__dict__, "num_layers": 3})
     with pytest.raises(CheckpointError, match="holds 2 layers but LlamaConfig.num_layers=3"):
@@ -303,7 +323,10 @@ def test_bad_exports_are_refused(tmp_path, random_split):
     with pytest.raises(CheckpointError, match="the params have no norm.scale"):
         hf_families.to_hf({k: v for k, v in flat.items() if k != "norm.scale"}, LLAMA_CFG)
     image = MLPSettings(num_classes=10)
-    with pytest.raises(CheckpointError, match="MLPSettings: no HF mapping; .*gpt, bert"):
+    with pytest.raises(
+        CheckpointError,
+        match="MLPSettings: no HF mapping; HF weights exist for model.name gpt, llama, bert",
+    ):
         hf_families.hf_config(image)
     (tmp_path / "a_file").write_text("")
     with pytest.raises(CheckpointError, match="a_file/hf: cannot write the HF model"):
