@@ -84,6 +84,24 @@ def test_imported_llama_gives_hf_logits(tmp_path, tied):
     np.testing.assert_allclose(ours, theirs, **TOL)
 
 
+@pytest.mark.parametrize("tied", [True, False])
+def test_imported_gpt2_gives_hf_logits(tmp_path, tied):
+    config = transformers.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4,
+                                     n_positions=20, n_inner=48, tie_word_embeddings=tied,
+                                     bos_token_id=None, eos_token_id=None)  # fmt: skip
+    torch.manual_seed(3)
+    hf_model = _randomize(transformers.GPT2LMHeadModel(config), 3)
+    hf_model.save_pretrained(str(tmp_path), safe_serialization=True)
+    name, cfg = hf_import.config_from_hf(str(tmp_path / "config.json"), max_len=16, dropout=0.0)
+    assert (name, cfg.max_len, cfg.d_ff, cfg.tie_embeddings) == ("gpt", 16, 48, tied)
+    hf = hf_import.load_hf_params(str(tmp_path / "model.safetensors"), cfg)
+    graphdef, params = nnx.split(nnx.eval_shape(lambda: GPT(cfg, rngs=nnx.Rngs(0))), nnx.Param)
+    params = hf_import.import_into(params, hf, prefix=())
+    theirs = _torch_logits(hf_model, TOKENS)
+    assert np.std(theirs) > 1.0
+    np.testing.assert_allclose(_jax_forward(graphdef, params, TOKENS), theirs, **TOL)
+
+
 # --- jaxtrain -> HF ----------------------------------------------------------------------------
 
 GPT_CFG = GPTConfig(vocab_size=VOCAB, max_len=16, num_layers=2, d_model=32, num_heads=4, d_ff=48,
