@@ -3,8 +3,8 @@
 
 Every tensor goes through its family's rule table (jaxtrain/models/hf_families.py): HF name ->
 our param path, the transform, and both shapes in config terms, so a mismatch names the tensor,
-both shapes and the field to change. Export (the other direction) uses the same tables; see
-jaxtrain/tools/export.py.
+both shapes and the field to change; config.json goes through jaxtrain/models/hf_configs.py.
+Export (the other direction) uses the same tables; see jaxtrain/tools/export.py.
 
 A Llama checkpoint (a LlamaForCausalLM folder written by save_pretrained):
 
@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from jaxtrain.errors import CheckpointError
+from jaxtrain.models import hf_configs as C
 from jaxtrain.models import hf_families as F
 from jaxtrain.models import hf_weights as W
 from jaxtrain.models.bert import BertConfig
@@ -67,7 +68,7 @@ def bert_config_from_hf(
 ) -> BertConfig:
     """BertConfig from an HF config.json. max_len=None uses all max_position_embeddings."""
     hf = W.read_config_json(config_json_path)
-    return F.bert_config_from_hf(
+    return C.bert_config_from_hf(
         hf, config_json_path, num_classes=num_classes, pooling=pooling, dropout=dropout,
         max_len=max_len, compute_dtype=compute_dtype,
     )  # fmt: skip
@@ -81,7 +82,7 @@ def llama_config_from_hf(
     Unsupported architectures and features (rope scaling, biases, a head_dim of its own) are
     named in a CheckpointError."""
     hf = W.read_config_json(config_json_path)
-    return F.llama_config_from_hf(hf, config_json_path, max_len=max_len, **ours)
+    return C.llama_config_from_hf(hf, config_json_path, max_len=max_len, **ours)
 
 
 def gpt_config_from_hf(
@@ -89,7 +90,7 @@ def gpt_config_from_hf(
 ) -> GPTConfig:
     """GPTConfig (learned positions) from a GPT2LMHeadModel config.json."""
     hf = W.read_config_json(config_json_path)
-    return F.gpt_config_from_hf(hf, config_json_path, max_len=max_len, **ours)
+    return C.gpt_config_from_hf(hf, config_json_path, max_len=max_len, **ours)
 
 
 def config_from_hf(config_json_path: str, **kw: Any) -> tuple[str, Any]:
@@ -97,11 +98,11 @@ def config_from_hf(config_json_path: str, **kw: Any) -> tuple[str, Any]:
     family (a CheckpointError names an unsupported one and lists the supported). kw: the
     family's config function's keywords (BERT needs num_classes, pooling, dropout)."""
     hf = W.read_config_json(config_json_path)
-    family = F.family_of_hf_config(hf, config_json_path)
+    family = C.family_of_hf_config(hf, config_json_path)
     make = {
-        "llama": F.llama_config_from_hf,
-        "gpt": F.gpt_config_from_hf,
-        "bert": F.bert_config_from_hf,
+        "llama": C.llama_config_from_hf,
+        "gpt": C.gpt_config_from_hf,
+        "bert": C.bert_config_from_hf,
     }[family.name]
     return family.name, make(hf, config_json_path, **kw)
 

@@ -24,7 +24,7 @@ from flax import nnx
 from jaxtrain import data as data_lib
 from jaxtrain.build import resolve_data_dir
 from jaxtrain.errors import CheckpointError, ConfigError
-from jaxtrain.models import hf_families, hf_weights
+from jaxtrain.models import hf_configs, hf_families, hf_weights
 from jaxtrain.models.registry import settings_from_config
 from jaxtrain.run_config import load_run_config
 from jaxtrain.step import TrainState
@@ -133,7 +133,7 @@ def _check_hf_family(name: str) -> None:
 
 def _write_tokenizer(config, out_dir: str) -> str | None:
     """The run's tokenizer as out_dir/tokenizer.json; None when the run has none."""
-    spec = config.data.get("tokenizer", "")
+    spec = config.data.tokenizer
     if not spec:
         return None
     tok = data_lib.load_tokenizer(spec, resolve_data_dir(config.data.data_dir))
@@ -164,7 +164,7 @@ def export_hf(workdir: str, which: str, out_dir: str) -> dict:
     extra = {}
     if run.config.model.name == "bert":
         extra["classifier_head.safetensors"] = hf_families.bert_head_to_hf(params)
-    config = hf_families.hf_config(settings)
+    config = hf_configs.hf_config(settings)
     paths = hf_weights.write_hf_folder(out_dir, config, tensors, extra)
     tokenizer = _write_tokenizer(run.config, out_dir)
     return {

@@ -13,7 +13,7 @@ import transformers
 from flax import nnx
 
 from jaxtrain.errors import CheckpointError, ConfigError
-from jaxtrain.models import hf_families, hf_import, hf_weights
+from jaxtrain.models import hf_configs, hf_families, hf_import, hf_weights
 from jaxtrain.models.bert import BertClassifier, BertConfig, mean_pool
 from jaxtrain.models.gpt import GPT, GPTConfig
 from jaxtrain.models.llama import Llama, LlamaConfig
@@ -113,7 +113,7 @@ BERT_CFG = BertConfig(vocab_size=VOCAB, max_len=16, num_layers=2, d_model=32, nu
 
 
 def _export(folder, cfg, params, extra=None):
-    config = hf_families.hf_config(cfg)
+    config = hf_configs.hf_config(cfg)
     hf_weights.write_hf_folder(str(folder), config, hf_families.to_hf(params, cfg), extra)
     return config
 
@@ -176,8 +176,8 @@ def test_hf_llama_round_trip_is_exact(tmp_path, tied):
     assert sorted(back) == sorted(tensors)
     for name, w in tensors.items():
         np.testing.assert_array_equal(back[name], w, err_msg=name)
-    saved, ours = json.loads((tmp_path / "config.json").read_text()), hf_families.hf_config(cfg)
-    assert hf_families.llama_config_from_hf(ours, "x") == cfg
+    saved, ours = json.loads((tmp_path / "config.json").read_text()), hf_configs.hf_config(cfg)
+    assert hf_configs.llama_config_from_hf(ours, "x") == cfg
     shared = (
         "vocab_size",
         "hidden_size",
@@ -212,14 +212,14 @@ def test_jaxtrain_round_trip_is_exact(random_split, cls, cfg, prefix):
     )
     for name, w in back.items():
         np.testing.assert_array_equal(w, flat[prefix + name], err_msg=name)
-    config = hf_families.hf_config(cfg)
+    config = hf_configs.hf_config(cfg)
     if cls is Llama:
-        assert hf_families.llama_config_from_hf(config, "x") == cfg
+        assert hf_configs.llama_config_from_hf(config, "x") == cfg
     elif cls is GPT:
-        assert hf_families.gpt_config_from_hf(config, "x", dropout=0.0) == cfg
+        assert hf_configs.gpt_config_from_hf(config, "x", dropout=0.0) == cfg
     else:
         head = {k: getattr(cfg, k) for k in ("num_classes", "pooling", "dropout")}
-        assert hf_families.bert_config_from_hf(config, "x", **head) == cfg
+        assert hf_configs.bert_config_from_hf(config, "x", **head) == cfg
 
 
 # --- bad input ---------------------------------------------------------------------------------
@@ -270,7 +270,7 @@ def test_config_dispatch_and_bad_files(tmp_path, llama_json):
         hf_import.llama_config_from_hf(_config_file(tmp_path, llama_json), vocab_size=3)
     with pytest.raises(CheckpointError, match="no_such cannot be set here .*no such field"):
         hf_import.llama_config_from_hf(_config_file(tmp_path, llama_json), no_such=3)
-    gpt2 = hf_families.hf_config(GPT_CFG)
+    gpt2 = hf_configs.hf_config(GPT_CFG)
     for key, value in (("activation_function", "relu"), ("layer_norm_epsilon", 1e-6)):
         with pytest.raises(CheckpointError, match=f"{key}={value!r} is not supported"):
             hf_import.gpt_config_from_hf(_config_file(tmp_path, {**gpt2, key: value}))
@@ -328,7 +328,7 @@ def test_bad_exports_are_refused(tmp_path, random_split):
     with pytest.raises(CheckpointError, match="positions='rope': GPT-2 .*learned positions only"):
         hf_families.to_hf(params, rope)
     with pytest.raises(CheckpointError, match="positions='rope'"):
-        hf_families.hf_config(rope)
+        hf_configs.hf_config(rope)
     _, params = random_split(Llama, LLAMA_CFG)
     flat = hf_weights.flat_params(params)
     adapted = {**flat, "blocks.0.wq_lora_a": np.zeros((32, 2), np.float32)}
@@ -345,7 +345,7 @@ def test_bad_exports_are_refused(tmp_path, random_split):
         CheckpointError,
         match="MLPSettings: no HF mapping; HF weights exist for model.name gpt, llama, bert",
     ):
-        hf_families.hf_config(image)
+        hf_configs.hf_config(image)
     (tmp_path / "a_file").write_text("")
     with pytest.raises(CheckpointError, match="a_file/hf: cannot write the HF model"):
         hf_weights.write_hf_folder(str(tmp_path / "a_file" / "hf"), {}, {})
