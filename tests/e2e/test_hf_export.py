@@ -55,3 +55,48 @@ def test_exported_run_loads_in_transformers_with_its_logits(tmp_path, run_cli, m
     with torch.no_grad():
         theirs = hf_model(torch.as_tensor(ids, dtype=torch.long)).logits.numpy()
     np.testing.assert_allclose(theirs, ours, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_exported_bert_run_rebuilds_its_classifier_logits(tmp_path):
+    """A 3-step BERT classifier on MR: the exported BertModel's last hidden state, pooled as
+    config.json says and put through classifier_head.safetensors, gives the run's logits."""
+    from safetensors.numpy import load_file
+
+    from jaxtrain.models.bert import mean_pool
+    from jaxtrain.tools.export import export_model
+
+    run = tmp_path / "run"
+    c = get_config()
+    c.data.name, c.data.tokenizer, c.data.seq_len = "mr_polarity", "minilm", 24
+    c.total_steps, c.batch_size, c.eval_batch_size = 3, 8, 64
+    c.log_every, c.eval_every, c.checkpoint.every, c.eval_steps = 1, 3, 3, 1
+    c.optimizer.warmup_steps = 0
+    c.model = model_config("bert", max_len=24, num_layers=2, d_model=32, num_heads=4, d_ff=64,
+                           num_classes=2, pooling="mean")  # fmt: skip
+    train_and_evaluate(c, str(run), progress=False)
+    out = tmp_path / "hf"
+    summary = export_model(str(run), "latest", str(out), fmt="hf")
+    assert summary["architecture"] == "BertModel" and summary["tokenizer"]
+
+    tok = tokenizers.Tokenizer.from_file(str(out / "tokenizer.json"))
+    config = json.loads((out / "config.json").read_text())
+    ids = np.full((2, 16), config["pad_token_id"], np.int32)
+    for row, text in enumerate(["a gripping , funny film", "dull and far too long"]):
+        enc = tok.encode(text).ids[:16]
+        ids[row, : len(enc)] = enc
+    saved = restore_run_state(str(run), "latest")
+    model = nnx.merge(saved.graphdef, saved.state.inference_params())
+    ours = np.asarray(model(ids, train=False))
+
+    hf_model = transformers.AutoModel.from_pretrained(str(out), add_pooling_layer=False)
+    mask = ids != config["pad_token_id"]
+    with torch.no_grad():
+        last = hf_model(
+            torch.as_tensor(ids, dtype=torch.long),
+            attention_mask=torch.as_tensor(mask, dtype=torch.long),
+        ).last_hidden_state
+    head = load_file(str(out / "classifier_head.safetensors"))
+    assert config["jaxtrain_pooling"] == "mean"
+    theirs = np.asarray(mean_pool(last.numpy(), mask)) @ head["classifier.weight"].T
+    np.testing.assert_allclose(theirs + head["classifier.bias"], ours, rtol=1e-5, atol=1e-5)
