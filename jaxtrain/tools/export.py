@@ -150,7 +150,9 @@ def export_hf(workdir: str, which: str, out_dir: str) -> dict:
     config.json, model.safetensors (float32), tokenizer.json (the run's, when it has one) and,
     for bert, classifier_head.safetensors (classifier.weight [K, D], classifier.bias: logits =
     pool(last_hidden_state) @ weight.T + bias, pooling as config.json's jaxtrain_pooling)."""
-    _check_hf_family(load_run_config(workdir).model.name)  # before the (slow) restore
+    saved = load_run_config(workdir).model  # checked before the (slow) restore
+    _check_hf_family(saved.name)
+    hf_configs.hf_config(settings_from_config(saved))  # refuses a rotary GPT
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
