@@ -33,6 +33,9 @@ _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
 _OUT = flags.DEFINE_string("out", None, "The output file.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "best, latest or a step number.")
 _INT8 = flags.DEFINE_bool("int8", False, "int8 weight-only quantized weights (image models).")
+_FORMAT = flags.DEFINE_string(
+    "format", "jax_export", "export: jax_export (StableHLO) or hf (a transformers folder)."
+)
 # prepare user_text / user_images
 _NAME = flags.DEFINE_string("name", None, "user_text/user_images: dataset name (user:NAME).")
 _FILE = flags.DEFINE_string("file", None, "user_text: a .csv or .jsonl file.")
@@ -154,9 +157,13 @@ def _plot(args: list[str]) -> None:
 
 
 def _export(args: list[str]) -> None:
-    from jaxtrain.tools.export import export_model
+    from jaxtrain.tools.export import FORMATS, export_model
 
-    summary = export_model(_WORKDIR.value, _CHECKPOINT.value, _OUT.value, int8=_INT8.value)
+    if _FORMAT.value not in FORMATS:
+        fail(f"--format={_FORMAT.value!r}: use one of {', '.join(FORMATS)}; {see('export')}")
+    summary = export_model(
+        _WORKDIR.value, _CHECKPOINT.value, _OUT.value, int8=_INT8.value, fmt=_FORMAT.value
+    )
     print(summary, flush=True)
 
 
@@ -426,12 +433,15 @@ COMMANDS = {
         required=("workdir",),
     ),
     "export": Command(
-        summary="Write a run's inference function as a serialized jax.export file.",
-        usage=(f"--workdir DIR --out model.jaxexport {_CKPT_USAGE} [--int8]",),
-        flags=("workdir", "out", "checkpoint", "int8"),
+        summary="Write a run's inference function (jax.export) or its HF transformers folder.",
+        usage=(f"--workdir DIR --out model.jaxexport {_CKPT_USAGE} [--int8]",
+               f"--format hf --workdir DIR --out FOLDER {_CKPT_USAGE}"),  # fmt: skip
+        flags=("workdir", "out", "checkpoint", "int8", "format"),
         run=_export,
         required=("workdir", "out"),
-        flag_help={"out": "Where to write the .jaxexport file."},
+        flag_help={"out": "Where to write the .jaxexport file (--format hf: the folder).",
+                   "format": "jax_export (default) or hf: config.json + model.safetensors "
+                   "that transformers loads (gpt, llama, bert runs)."},  # fmt: skip
     ),
     "prepare": Command(
         summary="Download or convert a dataset into the TFDS data dir.",

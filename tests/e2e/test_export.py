@@ -77,3 +77,6 @@ def test_export_bad_input(tmp_path, trained_run):
         export_model(workdir, "7", str(tmp_path / "m.jaxexport"))
     with pytest.raises(CheckpointError, match="config.json"):
         export_model(str(tmp_path), "latest", str(tmp_path / "m.jaxexport"))
+    with pytest.raises(CheckpointError, match="trained a 'cnn'.*--format jax_export"):
+        export_model(workdir, "latest", str(tmp_path / "hf"), fmt="hf")
+    assert not (tmp_path / "hf").exists()
