@@ -21,6 +21,9 @@ DEFAULT_DIR = os.path.join("~", ".cache", "jaxtrain", "xla")
 # entry another is still writing.
 MAX_BYTES = 4 << 30
 OFF_VALUES = ("", "off")
+# File names of JAX's size-bounded cache (jax/_src/lru_cache.py): KEY-cache holds the compiled
+# program, KEY-atime its last access (nanoseconds since the epoch, 8 bytes little-endian).
+CACHE_SUFFIX, ATIME_SUFFIX = "-cache", "-atime"
 
 
 def resolve_cache_dir(cache_dir: str | None) -> str:
@@ -34,6 +37,37 @@ def resolve_cache_dir(cache_dir: str | None) -> str:
     if cache_dir.strip().lower() in OFF_VALUES:
         return ""
     return os.path.abspath(os.path.expanduser(cache_dir))
+
+
+def backfill_access_times(path: str) -> int:
+    """Gives every cache entry that lacks one the access-time file JAX's size-bounded cache
+    keeps beside it (the entry's mtime, in JAX's format); returns how many were added.
+
+    Entries written while the cache had no size bound (by older jaxtrain, or by jax itself)
+    have none, and JAX's eviction scan reads one for every entry: without this, every later
+    write to such a directory fails ("Error writing persistent compilation cache entry ...
+    FileNotFoundError ...-atime") and the cache stops caching. Best effort: another process may
+    be doing the same, and an unreadable directory only costs the cache.
+    """
+    added = 0
+    try:
+        names = set(os.listdir(path))
+    except OSError:
+        return 0
+    for name in names:
+        if not name.endswith(CACHE_SUFFIX):
+            continue
+        atime = name[: -len(CACHE_SUFFIX)] + ATIME_SUFFIX
+        if atime in names:
+            continue
+        try:
+            stamp = os.stat(os.path.join(path, name)).st_mtime_ns
+            with open(os.path.join(path, atime), "xb") as f:
+                f.write(stamp.to_bytes(8, "little"))
+            added += 1
+        except OSError:
+            pass  # removed meanwhile, or written by another process first
+    return added
 
 
 def enable_compilation_cache(cache_dir: str | None) -> str:
@@ -64,6 +98,7 @@ def enable_compilation_cache(cache_dir: str | None) -> str:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
     jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
+    backfill_access_times(path)
     if previous and previous != path:
         # JAX opens its cache once per process; a new directory needs a fresh start.
         compilation_cache.reset_cache()

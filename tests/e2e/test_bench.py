@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -224,6 +225,22 @@ def test_enable_writes_entries_and_off_disables(tmp_path, restore_jax_cache_conf
     assert os.listdir(path)
     assert compile_cache.enable_compilation_cache("off") == ""
     assert not jax.config.jax_enable_compilation_cache
+
+
+def test_entries_of_an_unbounded_cache_get_access_times(tmp_path, restore_jax_cache_config):
+    """A directory written without a size bound holds entries without JAX's -atime files; the
+    bounded cache's eviction scan would fail on them and no new entry would be written."""
+    old = tmp_path / "xla" / "jit_old-0123-cache"
+    old.parent.mkdir()
+    old.write_bytes(b"a compiled program")
+    path = compile_cache.enable_compilation_cache(str(old.parent))
+    atime = old.parent / "jit_old-0123-atime"
+    assert int.from_bytes(atime.read_bytes(), "little") == old.stat().st_mtime_ns
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # JAX warns when it cannot write an entry
+        jax.jit(lambda x: x * 5.0 - 2.0)(np.arange(5.0)).block_until_ready()
+    assert len([n for n in os.listdir(path) if n.endswith("-cache")]) == 2
+    assert compile_cache.backfill_access_times(path) == 0  # nothing left to add
 
 
 def test_unwritable_cache_dir(tmp_path, restore_jax_cache_config):
