@@ -15,11 +15,11 @@ from jax.sharding import PartitionSpec as P
 from jaxtrain.config import get_config, validate_config
 from jaxtrain.errors import ConfigError
 from jaxtrain.models import model_config, settings_from_config
-from jaxtrain.models.vit import ViT, ViTSettings, patchify
+from jaxtrain.models.vit import ViT, ViTSettings, patchify, sincos_2d
 from jaxtrain.parallel import partitioning
 
 # Tiny: 28x28 images in 7x7 patches are 16 tokens (17 with [CLS]).
-TINY = dict(patch_size=7, num_layers=2, d_model=16, num_heads=2, d_ff=32, num_classes=5)
+TINY = dict(patch_size=7, num_layers=1, d_model=16, num_heads=2, d_ff=32, num_classes=5)
 
 
 def _settings(**kw) -> ViTSettings:
@@ -29,8 +29,23 @@ def _settings(**kw) -> ViTSettings:
 
 @functools.lru_cache
 def _split(s: ViTSettings):
-    """(graphdef, params), cached: the arrays are immutable, so tests can share them."""
-    return nnx.split(ViT(s, rngs=nnx.Rngs(0)), nnx.Param)
+    """(graphdef, params), cached: the arrays are immutable, so tests can share them. The values
+    are drawn with numpy (kernels ~ N(0, 1/fan_in), norm scales 1, biases 0): XLA compiles of
+    the random initializers cost seconds of CPU, and these tests are about the forward and
+    backward pass; test_real_init checks the initializer."""
+    graphdef, params = nnx.split(nnx.eval_shape(lambda: ViT(s, rngs=nnx.Rngs(0))), nnx.Param)
+    rng = np.random.default_rng(0)
+
+    def fill(path, x):
+        name = jax.tree_util.keystr(path)
+        if "scale" in name:
+            return jnp.ones(x.shape, x.dtype)
+        if "bias" in name:
+            return jnp.zeros(x.shape, x.dtype)
+        std = 0.1 if len(x.shape) < 2 or "pos_embed" in name else x.shape[0] ** -0.5
+        return jnp.asarray(rng.normal(size=x.shape) * std, x.dtype)
+
+    return graphdef, jax.tree.map_with_path(fill, params)
 
 
 def _apply(graphdef, params, x, *, train: bool, key: int = 0):
@@ -41,7 +56,21 @@ def _apply(graphdef, params, x, *, train: bool, key: int = 0):
 _apply_jit = jax.jit(_apply, static_argnums=0, static_argnames="train")
 
 
-def _images(b: int, shape=(28, 28, 1), seed: int = 0) -> jax.Array:
+@functools.partial(jax.jit, static_argnums=0)
+def _train_logits_and_grads(graphdef, params, x, labels, key):
+    """Train-mode logits and the cross-entropy gradient: one compile serves both tests."""
+
+    def loss(p):
+        logits = _apply(graphdef, p, x, train=True, key=key)
+        logp = jax.nn.log_softmax(logits)
+        return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], -1)), logits
+
+    (_, logits), grads = jax.value_and_grad(loss, has_aux=True)(params)
+    return logits, grads
+
+
+def _images(b: int = 3, shape=(28, 28, 1), seed: int = 0) -> jax.Array:
+    # Batch 3 everywhere: tests that share a graph then share its compiled forward.
     return jax.random.normal(jax.random.key(seed), (b, *shape), jnp.float32)
 
 
@@ -62,6 +91,7 @@ def _images(b: int, shape=(28, 28, 1), seed: int = 0) -> jax.Array:
         ("num_classes", 1, "config.model.num_classes: must be >= 2"),
         ("compute_dtype", "float16", "config.model.compute_dtype: 'float16' is not one of"),
         ("attention_impl", "flash", "config.model.attention_impl: 'flash' is not one of"),
+        ("pos_init", "zeros", "config.model.pos_init: 'zeros' is not one of sincos2d, normal"),
     ],
 )
 def test_bad_settings_name_the_field_before_anything_compiles(field, value, message):
@@ -69,6 +99,15 @@ def test_bad_settings_name_the_field_before_anything_compiles(field, value, mess
     c.model = model_config("vit", **{field: value})
     with pytest.raises(ConfigError, match=message):
         validate_config(c, num_devices=1)
+
+
+def test_sincos_positions_need_a_d_model_divisible_by_4():
+    c = get_config()
+    c.model = model_config("vit", d_model=30, num_heads=2)
+    with pytest.raises(ConfigError, match="config.model.d_model: pos_init='sincos2d' needs a"):
+        validate_config(c, num_devices=1)
+    c.model.pos_init = "normal"
+    validate_config(c, num_devices=1)
 
 
 def test_default_settings_validate_and_unknown_fields_are_refused():
@@ -105,17 +144,44 @@ def test_patch_embedding_equals_a_strided_conv():
     np.testing.assert_allclose(dense, conv.reshape(2, 6, 5), rtol=1e-5, atol=1e-5)
 
 
+def test_sincos_table_codes_row_and_column():
+    table = np.asarray(sincos_2d(2, 3, 8))  # 6 patches, two frequencies per sin/cos part
+    chex.assert_shape(table, (6, 8))
+    np.testing.assert_allclose(table[0], [0, 0, 1, 1, 0, 0, 1, 1], atol=1e-7)
+    # Row-major: patches 1 and 4 share column 1, patches 3, 4, 5 share row 1.
+    np.testing.assert_allclose(table[1, :4], table[4, :4])
+    np.testing.assert_allclose(table[3:, 4:], np.broadcast_to(table[3, 4:], (3, 4)))
+    np.testing.assert_allclose(table[1, 0], np.sin(1.0), rtol=1e-6)  # column 1, frequency 1
+    np.testing.assert_allclose(table[3, 5], np.sin(0.01), rtol=1e-5)  # row 1, frequency 1e-2
+    assert len({tuple(r) for r in table.round(5)}) == 6
+
+
+def test_real_init():
+    """The initializer as the trainer runs it (jitted): positions start from the sin-cos table
+    ([CLS] at 0), patch kernels are LeCun-normal, block kernels N(0, 0.02)."""
+    s = _settings(pooling="cls")
+    params = jax.jit(lambda: nnx.split(ViT(s, rngs=nnx.Rngs(0)), nnx.Param)[1])()
+    pos = np.asarray(params["pos_embed"][...])
+    np.testing.assert_array_equal(pos[0], 0.0)  # [CLS] has no grid position
+    np.testing.assert_allclose(pos[1:], sincos_2d(4, 4, 16), atol=1e-6)
+    patch = np.asarray(params["patch"]["kernel"][...])  # fan-in 7 * 7 * 1
+    assert abs(patch.std() * 7 - 1) < 0.2, patch.std()
+    assert abs(np.asarray(params["blocks"][0]["up"][...]).std() / 0.02 - 1) < 0.2
+
+
 # --- forward ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("pooling", ["cls", "mean"])
-def test_logits_shape_with_and_without_jit_in_train_and_eval(pooling):
-    s = _settings(pooling=pooling)
-    graphdef, params = _split(s)
-    x = _images(3)
+def test_logits_shape_with_and_without_jit_in_train_and_eval():
+    graphdef, params = _split(_settings(pooling="cls"))
+    x, labels = _images(3), jnp.arange(3)
+    train_jit = lambda key: _train_logits_and_grads(graphdef, params, x, labels, key)[0]
     for train in (False, True):
         eager = _apply(graphdef, params, x, train=train, key=4)
-        jitted = _apply_jit(graphdef, params, x, train=train, key=4)
+        if train:
+            jitted = train_jit(4)
+        else:
+            jitted = _apply_jit(graphdef, params, x, train=train, key=4)
         chex.assert_shape([eager, jitted], (3, 5))
         chex.assert_type([eager, jitted], jnp.float32)
         chex.assert_tree_all_finite([eager, jitted])
@@ -125,10 +191,7 @@ def test_logits_shape_with_and_without_jit_in_train_and_eval(pooling):
         _apply_jit(graphdef, params, x, train=False, key=1),
         _apply_jit(graphdef, params, x, train=False, key=2),
     )
-    assert not np.allclose(
-        _apply_jit(graphdef, params, x, train=True, key=1),
-        _apply_jit(graphdef, params, x, train=True, key=2),
-    )
+    assert not np.allclose(train_jit(1), train_jit(2))
 
 
 def test_pooling_variants_hold_the_cls_token_only_when_they_use_it():
@@ -144,7 +207,7 @@ def test_attention_is_bidirectional():
     """The [CLS] token comes first, so under a causal mask it would see no patch at all; here
     changing only the last patch moves the [CLS]-pooled logits."""
     graphdef, params = _split(_settings(pooling="cls"))
-    x = _images(2)
+    x = _images(3)
     moved = x.at[:, 21:, 21:, :].add(3.0)
     a = _apply_jit(graphdef, params, x, train=False)
     b = _apply_jit(graphdef, params, moved, train=False)
@@ -157,10 +220,11 @@ def test_mean_pooling_is_invariant_to_moving_patches_when_positions_are_equal():
     graphdef, params = _split(_settings(pooling="mean"))
     params = jax.tree.map(lambda a: a, params)  # a copy: the cached split is shared
     params["pos_embed"][...] = jnp.zeros_like(params["pos_embed"][...])
-    x = _images(2)
+    x = _images(3)
     swapped = x.at[:, :7, :7].set(x[:, 21:, 21:]).at[:, 21:, 21:].set(x[:, :7, :7])
     a = _apply_jit(graphdef, params, x, train=False)
     b = _apply_jit(graphdef, params, swapped, train=False)
+    chex.assert_shape(a, (3, 5))
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     assert not np.allclose(a, _apply_jit(graphdef, params, x[:, ::-1], train=False), atol=1e-4)
 
@@ -168,8 +232,10 @@ def test_mean_pooling_is_invariant_to_moving_patches_when_positions_are_equal():
 def test_bfloat16_compute_returns_float32_logits_close_to_float32():
     s = _settings()
     graphdef32, params = _split(s)
-    graphdef16, _ = _split(dataclasses.replace(s, compute_dtype="bfloat16"))
-    x = _images(2)
+    s16 = dataclasses.replace(s, compute_dtype="bfloat16")
+    # eval_shape: only the graph is needed (the float32 params serve both), no second init.
+    graphdef16 = nnx.split(nnx.eval_shape(lambda: ViT(s16, rngs=nnx.Rngs(0))), nnx.Param)[0]
+    x = _images(3)
     f32 = _apply_jit(graphdef32, params, x, train=False)
     bf16 = _apply_jit(graphdef16, params, x, train=False)
     chex.assert_type(bf16, jnp.float32)
@@ -209,13 +275,7 @@ def test_params_carry_logical_axis_names():
 
 def test_gradients_reach_every_param():
     graphdef, params = _split(_settings(pooling="cls"))
-    x, labels = _images(4), jnp.arange(4) % 5
-
-    def loss(p):
-        logits = _apply(graphdef, p, x, train=True)
-        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], -1))
-
-    grads = jax.jit(jax.grad(loss))(params)
+    _, grads = _train_logits_and_grads(graphdef, params, _images(3), jnp.arange(3), 0)
     chex.assert_tree_all_finite(grads)
     for path, g in jax.tree.leaves_with_path(grads):
         assert np.abs(np.asarray(g)).max() > 0, jax.tree_util.keystr(path)
