@@ -53,10 +53,15 @@ def _apply(graphdef, params, x, *, train: bool, key: int = 0):
     return model(x, train=train, dropout_key=jax.random.key(key))
 
 
-_apply_jit = jax.jit(_apply, static_argnums=0, static_argnames="train")
+# Unoptimized XLA for the tests' jits: each graph runs a few times on 3 images, so compiling is
+# the cost, and level 0 compiles the backward pass in about a third of the CPU time.
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+_apply_jit = jax.jit(
+    _apply, static_argnums=0, static_argnames="train", compiler_options=FAST_COMPILE
+)
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(jax.jit, static_argnums=0, compiler_options=FAST_COMPILE)
 def _train_logits_and_grads(graphdef, params, x, labels, key):
     """Train-mode logits and the cross-entropy gradient: one compile serves both tests."""
 
@@ -110,6 +115,14 @@ def test_sincos_positions_need_a_d_model_divisible_by_4():
     validate_config(c, num_devices=1)
 
 
+def test_attention_kernel_that_cannot_run_here_is_refused_when_the_model_is_built():
+    """cudnn passes the settings check (it is a kernel name) but needs a GPU and bf16: building
+    the model (eval_shape: no arrays, no compile) names the field."""
+    s = _settings(attention_impl="cudnn")
+    with pytest.raises(ConfigError, match="config.model.attention_impl: 'cudnn' needs a GPU"):
+        nnx.eval_shape(lambda: ViT(s, rngs=nnx.Rngs(0)))
+
+
 def test_default_settings_validate_and_unknown_fields_are_refused():
     c = get_config()
     c.model = model_config("vit", pooling="mean")
@@ -136,10 +149,13 @@ def test_patch_embedding_equals_a_strided_conv():
     """Dense on patchify(x) is the conv with kernel P x P and stride P of the same weights."""
     x = _images(2, (8, 12, 3))
     w = jax.random.normal(jax.random.key(1), (4 * 4 * 3, 5))
-    dense = patchify(x, 4) @ w  # [B, 2*3, 5]
-    conv = jax.lax.conv_general_dilated(
-        x, w.reshape(4, 4, 3, 5), (4, 4), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    both = lambda x, w: (
+        patchify(x, 4) @ w,  # [B, 2*3, 5]
+        jax.lax.conv_general_dilated(
+            x, w.reshape(4, 4, 3, 5), (4, 4), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        ),
     )
+    dense, conv = jax.jit(both, compiler_options=FAST_COMPILE)(x, w)
     chex.assert_shape(conv, (2, 2, 3, 5))
     np.testing.assert_allclose(dense, conv.reshape(2, 6, 5), rtol=1e-5, atol=1e-5)
 
@@ -160,7 +176,8 @@ def test_real_init():
     """The initializer as the trainer runs it (jitted): positions start from the sin-cos table
     ([CLS] at 0), patch kernels are LeCun-normal, block kernels N(0, 0.02)."""
     s = _settings(pooling="cls")
-    params = jax.jit(lambda: nnx.split(ViT(s, rngs=nnx.Rngs(0)), nnx.Param)[1])()
+    init = lambda: nnx.split(ViT(s, rngs=nnx.Rngs(0)), nnx.Param)[1]
+    params = jax.jit(init, compiler_options=FAST_COMPILE)()
     pos = np.asarray(params["pos_embed"][...])
     np.testing.assert_array_equal(pos[0], 0.0)  # [CLS] has no grid position
     np.testing.assert_allclose(pos[1:], sincos_2d(4, 4, 16), atol=1e-6)
@@ -173,25 +190,24 @@ def test_real_init():
 
 
 def test_logits_shape_with_and_without_jit_in_train_and_eval():
+    """Eager and jitted agree in eval mode; train mode runs jitted only (eager NNX dispatches
+    every small op, and the dropout ops cost seconds of CPU to dispatch one by one)."""
     graphdef, params = _split(_settings(pooling="cls"))
     x, labels = _images(3), jnp.arange(3)
     train_jit = lambda key: _train_logits_and_grads(graphdef, params, x, labels, key)[0]
-    for train in (False, True):
-        eager = _apply(graphdef, params, x, train=train, key=4)
-        if train:
-            jitted = train_jit(4)
-        else:
-            jitted = _apply_jit(graphdef, params, x, train=train, key=4)
-        chex.assert_shape([eager, jitted], (3, 5))
-        chex.assert_type([eager, jitted], jnp.float32)
-        chex.assert_tree_all_finite([eager, jitted])
-        np.testing.assert_allclose(eager, jitted, rtol=1e-4, atol=1e-5)
-    # Dropout acts in train mode only: eval logits do not depend on the key.
-    np.testing.assert_array_equal(
-        _apply_jit(graphdef, params, x, train=False, key=1),
-        _apply_jit(graphdef, params, x, train=False, key=2),
-    )
+    eager = _apply(graphdef, params, x, train=False, key=4)
+    jitted = _apply_jit(graphdef, params, x, train=False, key=4)
+    train = train_jit(4)
+    chex.assert_shape([eager, jitted, train], (3, 5))
+    chex.assert_type([eager, jitted, train], jnp.float32)
+    chex.assert_tree_all_finite([eager, jitted, train])
+    np.testing.assert_allclose(eager, jitted, rtol=1e-4, atol=1e-5)
+    # Dropout acts in train mode only: eval logits do not depend on the key, train logits do
+    # (and differ from eval), and one key gives one mask.
+    np.testing.assert_array_equal(jitted, _apply_jit(graphdef, params, x, train=False, key=2))
     assert not np.allclose(train_jit(1), train_jit(2))
+    assert not np.allclose(train, jitted)
+    np.testing.assert_array_equal(train, train_jit(4))
 
 
 def test_pooling_variants_hold_the_cls_token_only_when_they_use_it():
@@ -218,8 +234,12 @@ def test_mean_pooling_is_invariant_to_moving_patches_when_positions_are_equal():
     """With all position embeddings equal, mean pooling sees a set of patches: swapping two
     patches leaves the logits unchanged (up to rounding), as a pure permutation must."""
     graphdef, params = _split(_settings(pooling="mean"))
-    params = jax.tree.map(lambda a: a, params)  # a copy: the cached split is shared
-    params["pos_embed"][...] = jnp.zeros_like(params["pos_embed"][...])
+    # A new tree (the cached split is shared by other tests): zero positions, the rest as is.
+    zero_pos = lambda path, a: jnp.zeros_like(a) if "pos_embed" in jax.tree_util.keystr(path) else a
+    params = jax.tree.map_with_path(zero_pos, params)
+    assert not np.any(params["pos_embed"][...]) and np.any(
+        _split(_settings(pooling="mean"))[1]["pos_embed"][...]
+    )
     x = _images(3)
     swapped = x.at[:, :7, :7].set(x[:, 21:, 21:]).at[:, 21:, 21:].set(x[:, :7, :7])
     a = _apply_jit(graphdef, params, x, train=False)
