@@ -50,6 +50,7 @@ def test_vit_trains_on_fashion_mnist_and_writes_metrics(tmp_path):
     assert 0.15 < result.metrics["test/accuracy"] <= 1.0, result.metrics
 
 
+@pytest.mark.slow  # ~60 s of CPU: two runs, the sharded one compiled for 8 devices
 @pytest.mark.multidevice
 def test_vit_on_fsdp_and_tensor_parallel_mesh_matches_one_device(tmp_path):
     """FSDP 4 x TP 2 over the ViT's logical axes (blocks: embed/heads/mlp; patch, positions and
