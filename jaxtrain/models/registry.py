@@ -13,7 +13,7 @@ import ml_collections
 from flax import nnx
 
 from jaxtrain.errors import ConfigError
-from jaxtrain.models import bert, cnn, gpt, llama, mlp, resnet
+from jaxtrain.models import bert, cnn, gpt, llama, mlp, resnet, vit
 from jaxtrain.models import settings as S
 
 IMAGES = ("image_classification",)
@@ -37,6 +37,7 @@ MODELS: dict[str, ModelFamily] = {
     "gpt": ModelFamily(gpt.GPTConfig, gpt.GPT, ("language_modeling",)),
     "bert": ModelFamily(bert.BertConfig, bert.BertClassifier, ("text_classification",)),
     "llama": ModelFamily(llama.LlamaConfig, llama.Llama, ("language_modeling",)),
+    "vit": ModelFamily(vit.ViTSettings, vit.create_vit, IMAGES),
 }
 
 
