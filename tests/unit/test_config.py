@@ -80,8 +80,8 @@ def test_warmup_longer_than_the_run_is_clipped_with_one_warning():
 
 def test_model_fields_belong_to_the_family():
     c = get_config()
-    c.model.name = "mlp"  # the cnn's fields (hidden, convs_per_stage) are not the mlp's
-    with pytest.raises(ConfigError, match=r"model 'mlp' has no field 'convs_per_stage'"):
+    c.model.name = "mlp"  # the cnn's fields (conv_impl, convs_per_stage) are not the mlp's
+    with pytest.raises(ConfigError, match=r"model 'mlp' has no field 'conv_impl'"):
         validate_config(c, num_devices=8)
     c.model = model_config("mlp", features=(64,))
     validate_config(c, num_devices=8)
