@@ -246,7 +246,12 @@ def architecture_mismatches(ours: Any, theirs: Any, family: str) -> list[str]:
             continue  # the tokenizer's; compared once the dataset has filled it in
         if mine != file:
             theirs_text = f"hf config {key}={file!r}" if key else f"the hf model has {file!r}"
-            out.append(f"config.model.{field}={mine!r} but {theirs_text}")
+            hint = (
+                " (0 takes data.tokenizer's: use the folder's tokenizer)"
+                if field == "vocab_size"
+                else ""
+            )
+            out.append(f"config.model.{field}={mine!r} but {theirs_text}{hint}")
     positions = theirs.max_len
     if ours.max_len > positions:
         out.append(

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from jaxtrain.checkpoint import check_compatible
 from jaxtrain.config import get_config, validate_config
 from jaxtrain.errors import CheckpointError, ConfigError
 from jaxtrain.models import hf_configs, hf_families, hf_weights, model_config
@@ -190,3 +191,14 @@ def test_import_puts_the_weights_in_bitwise_with_the_sharding(folders, random_sp
         assert value.dtype == want[path].dtype and value.tobytes() == want[path].tobytes(), path
     for _, var in nnx.to_flat_state(out):
         assert var.get_value().sharding == placed
+
+
+@pytest.mark.parametrize("name", ["gpt", "llama"])
+def test_runs_saved_before_the_field_still_resume(name):
+    """gpt and llama gained `pretrained`; their older checkpoints' configs lack it."""
+    current = {"model": model_config(name).to_dict()}
+    saved = {"model": {k: v for k, v in current["model"].items() if k != "pretrained"}}
+    check_compatible(saved, current, "old run")
+    current["model"]["pretrained"] = "hf:/somewhere"
+    with pytest.raises(CheckpointError, match="model.pretrained: checkpoint '' vs config"):
+        check_compatible(saved, current, "old run")
