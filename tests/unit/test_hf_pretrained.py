@@ -5,6 +5,7 @@ import_pretrained puts the folder's weights into the params bitwise, keeping the
 
 import json
 import shutil
+import warnings
 
 import jax
 import numpy as np
@@ -202,3 +203,42 @@ def test_runs_saved_before_the_field_still_resume(name):
     current["model"]["pretrained"] = "hf:/somewhere"
     with pytest.raises(CheckpointError, match="model.pretrained: checkpoint '' vs config"):
         check_compatible(saved, current, "old run")
+
+
+def test_save_pretrained_folders_from_transformers(tmp_path, random_split):
+    """Folders transformers writes (its own config.json keys and tensor names; BertFor* with a
+    `bert.` prefix and a head) build a matching config.model and import their tensors."""
+    transformers = pytest.importorskip("transformers")
+    hf_models = {
+        "llama": transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            vocab_size=61, hidden_size=32, intermediate_size=40, num_hidden_layers=1,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=16,
+            rope_theta=5e5)),
+        "bert": transformers.BertForSequenceClassification(transformers.BertConfig(
+            vocab_size=61, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+            intermediate_size=24, max_position_embeddings=16)),
+    }  # fmt: skip
+    checks = {
+        "llama": ("embed", "model.embed_tokens.weight", False),
+        "bert": ("encoder.layers.0.query.kernel",
+                 "bert.encoder.layer.0.attention.self.query.weight", True),
+    }  # fmt: skip
+    for name, hf_model in hf_models.items():
+        folder = str(tmp_path / name)
+        hf_model.save_pretrained(folder)
+        m = hf_model_config(folder, max_len=8)
+        assert m.name == name
+        validate_model = settings_from_config(m)
+        check_pretrained(m.pretrained, name, validate_model)
+        cls = {"llama": Llama, "bert": BertClassifier}[name]
+        _, params = random_split(cls, validate_model, seed=3)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = import_pretrained(m.pretrained, "", validate_model, params)
+        out = hf_weights.flat_params(out)
+        # BertForSequenceClassification's own head is named as left out
+        assert ("classifier.weight" in str([w.message for w in caught])) == (name == "bert")
+        ours, theirs, transposed = checks[name]
+        want = hf_model.state_dict()[theirs].numpy()
+        want = want.T.reshape(out[ours].shape) if transposed else want
+        assert out[ours].tobytes() == np.ascontiguousarray(want).tobytes(), name
