@@ -18,7 +18,7 @@ from flax import nnx
 from jaxtrain import batch_fit, distill, ensemble, models, optim, prune
 from jaxtrain.config import warmup_steps
 from jaxtrain.data.loader import DatasetInfo
-from jaxtrain.models.pretrained import import_pretrained
+from jaxtrain.models.pretrained import check_pretrained, import_pretrained
 from jaxtrain.parallel import partitioning, sharding
 from jaxtrain.step import (
     StepSpec,
@@ -121,6 +121,9 @@ def create_state_and_spec(
     schedule = _make_schedule(c)
     tx = _make_optimizer(c, schedule)
     settings = model_settings(c, info)
+    # Pretrained weights against the settings the dataset filled in (vocab_size), before init
+    # compiles.
+    check_pretrained(getattr(settings, "pretrained", ""), c.model.name, settings)
     create = models.create_model_factory(settings)
     graphdef = model_graphdef(c, info)
     accum = c.optimizer.grad_accum_steps

@@ -337,7 +337,9 @@ def _validate_distill(d: ml_collections.ConfigDict) -> None:
 def _validate_model(m: ml_collections.ConfigDict) -> None:
     """The family's settings dataclass validates its own fields (jaxtrain/models/)."""
     settings = settings_from_config(m)
-    check_pretrained(getattr(settings, "pretrained", ""), m.name)
+    # hf:FOLDER: the folder's config.json against every architecture field (vocab_size once the
+    # tokenizer has filled it: build.create_state_and_spec checks again before init).
+    check_pretrained(getattr(settings, "pretrained", ""), m.name, settings)
 
 
 def _validate_grad_accum(o: ml_collections.ConfigDict) -> int:

@@ -48,7 +48,7 @@ class BertConfig:
     num_classes: int = 2
     pooling: str = "mean"  # "mean" | "cls"
     compute_dtype: str = "float32"  # "float32" | "bfloat16"
-    pretrained: str = ""  # a name in jaxtrain/models/pretrained.py, imported at init
+    pretrained: str = ""  # "minilm" or "hf:FOLDER" (jaxtrain/models/pretrained.py), at init
     type_vocab_size: int = 2  # segment embeddings; inputs use segment 0 only
     layer_norm_eps: float = 1e-12
     attention_impl: str = "blocked"  # see jaxtrain.models.attention

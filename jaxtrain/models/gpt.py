@@ -67,6 +67,7 @@ class GPTConfig:
     remat: str = "none"
     scaled_residual_init: bool = True  # GPT-2: out/down kernels ~ N(0, 0.02 / sqrt(2 N))
     attention_impl: str = "blocked"  # see jaxtrain.models.attention (NAMES; auto, cudnn)
+    pretrained: str = ""  # "hf:FOLDER", a GPT-2 HF folder imported at init (models/pretrained.py)
     pad_id: int = S.dataset_field("pad_id", 0)
 
     def __post_init__(self):

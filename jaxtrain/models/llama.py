@@ -59,6 +59,7 @@ class LlamaConfig:
     compute_dtype: str = "float32"  # or "bfloat16": float32 params, bf16 compute, f32 loss
     remat: str = "none"  # none, full, dots_saveable, ... (models/layers.py REMAT_POLICIES)
     attention: str = "auto"  # jaxtrain.models.attention NAMES: auto, reference, blocked, xla, cudnn
+    pretrained: str = ""  # "hf:FOLDER", a Llama HF folder imported at init (models/pretrained.py)
     pad_id: int = S.dataset_field("pad_id", 0)
 
     def __post_init__(self):

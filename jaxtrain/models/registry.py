@@ -19,6 +19,8 @@ from jaxtrain.models import settings as S
 IMAGES = ("image_classification",)
 # Saved values of fields whose type changed, read as today's: (family, field) -> {old: new}.
 _LEGACY_VALUES = {("gpt", "remat"): {False: "none", True: "full"}}
+# Fields added to a family later: their value in runs saved before (so those still resume).
+_ADDED_FIELDS = {("gpt", "pretrained"): "", ("llama", "pretrained"): ""}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +101,9 @@ def family_config_of(saved_model: dict) -> dict:
         return dict(saved_model)
     known = S.config_fields(MODELS[name].settings)
     out = {k: v for k, v in saved_model.items() if k == "name" or k in known}
+    for (family, field), default in _ADDED_FIELDS.items():
+        if family == name:
+            out.setdefault(field, default)
     for (family, field), renamed in _LEGACY_VALUES.items():
         if family == name and isinstance(out.get(field), bool):
             out[field] = renamed[out[field]]
