@@ -20,7 +20,13 @@ IMAGES = ("image_classification",)
 # Saved values of fields whose type changed, read as today's: (family, field) -> {old: new}.
 _LEGACY_VALUES = {("gpt", "remat"): {False: "none", True: "full"}}
 # Fields added to a family later: their value in runs saved before (so those still resume).
-_ADDED_FIELDS = {("gpt", "pretrained"): "", ("llama", "pretrained"): ""}
+# conv_impl: runs saved before it convolved with XLA's conv, so resuming one bitwise needs "xla".
+_ADDED_FIELDS = {
+    ("gpt", "pretrained"): "",
+    ("llama", "pretrained"): "",
+    ("cnn", "conv_impl"): "xla",
+    ("resnet", "conv_impl"): "xla",
+}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,10 +8,12 @@ import pytest
 from flax import nnx
 from jax import lax
 
+from jaxtrain.checkpoint import check_compatible
 from jaxtrain.config import get_config, validate_config
-from jaxtrain.errors import ConfigError
+from jaxtrain.errors import CheckpointError, ConfigError
 from jaxtrain.models import model_config
 from jaxtrain.models.conv import Conv, im2col_conv, max_pool_2x2, resolve_conv_impl
+from jaxtrain.models.registry import family_config_of
 
 
 def _xla_conv(x, kernel, stride):
@@ -108,3 +110,18 @@ def test_bad_conv_impl_is_a_config_error(family):
     c.model = model_config(family, conv_impl="winograd")
     with pytest.raises(ConfigError, match=r"config\.model\.conv_impl.*winograd"):
         validate_config(c, 1)
+
+
+def test_runs_saved_before_conv_impl_read_as_xla():
+    """Their checkpoints were trained with XLA's conv: resuming bitwise needs the same one, so
+    a run saved without the field reads as conv_impl="xla" (and a config asking for another
+    formulation is named as a difference, not silently mixed)."""
+    saved = get_config().to_dict()
+    saved["model"] = {k: v for k, v in model_config("cnn").to_dict().items() if k != "conv_impl"}
+    assert family_config_of(saved["model"])["conv_impl"] == "xla"
+    current = get_config().to_dict()
+    current["model"] = model_config("cnn", conv_impl="xla").to_dict()
+    check_compatible(saved, current, "old")  # same formulation: resumes
+    current["model"]["conv_impl"] = "auto"
+    with pytest.raises(CheckpointError, match="model.conv_impl: checkpoint 'xla' vs config 'auto'"):
+        check_compatible(saved, current, "old")
