@@ -13,7 +13,7 @@ import numpy as np
 import tqdm
 
 from jaxtrain import data as data_lib
-from jaxtrain import distill, ensemble, provenance, prune
+from jaxtrain import distill, ensemble, lora, provenance, prune
 from jaxtrain import metrics as metrics_lib
 from jaxtrain.build import (
     abstract_like,
@@ -274,6 +274,7 @@ def train_and_evaluate(
         drift.write_reference(state, tested, path, write=is_main)
     final.update(scalars)
     final.update(prune.final_metrics(c, state.params))
+    final.update(lora.final_metrics(state))
     final["time/train_seconds"] = time.perf_counter() - t_start
     writer.close()
     ckpt.close()

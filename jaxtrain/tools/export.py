@@ -88,7 +88,8 @@ def export_model(workdir: str, which: str, out: str, *, int8: bool = False) -> d
         "bytes": os.path.getsize(out),
         "input": f"{jnp.dtype(dtype).name}{list(shape)}",
         "int8": int8,
-        "weights": run.state.weights,  # "ema" or "params"
+        # "ema", "params", or "params+lora" (adapters merged: the file holds plain weights)
+        "weights": run.state.weights,
         "classes": list(info.class_names),
     }
     return summary
