@@ -137,6 +137,12 @@ def _logical_names(params: Any) -> dict[str, tuple | None]:
     return out
 
 
+def is_matrix(name: str, shape: tuple[int, ...]) -> bool:
+    """Kernels and embedding tables: >= 2 axes and not a bias or norm scale (BERT's attention
+    biases are [H, E])."""
+    return len(shape) >= 2 and not name.endswith(("bias", "scale"))
+
+
 def matrix_split(shape: tuple[int, ...], names: tuple | None) -> int:
     """The axis where a kernel splits into [in, out] (see the module docstring)."""
     if names and names[0] == "embed":
@@ -182,7 +188,7 @@ def plan_lora(abstract_params: Any, s: LoRASettings) -> LoRAPlan:
     is not a matrix, is also trainable, or is smaller than the rank."""
     entries = _names(abstract_params)
     names = [n for n, _, _ in entries]
-    matrices = [n for n, _, x in entries if len(x.shape) >= 2]
+    matrices = [n for n, _, x in entries if is_matrix(n, x.shape)]
     targets = _matching(s.targets, names, "lora_targets", ["weight matrices", *matrices])
     trainable = _matching(s.trainable, names, "trainable", ["params", *names])
     both = sorted(targets & trainable)
@@ -194,10 +200,11 @@ def plan_lora(abstract_params: Any, s: LoRASettings) -> LoRAPlan:
             continue
         shape = tuple(x.shape)
         _check(
-            len(shape) >= 2,
+            is_matrix(name, shape),
             "lora_targets",
-            f"{name} has shape {shape}; LoRA adapts matrices (narrow the pattern, e.g. end it in "
-            "/kernel, or list the param in finetune.trainable)",
+            f"{name} (shape {shape}) is not a weight matrix; LoRA adapts kernels and embeddings "
+            "(narrow the pattern, e.g. end it in /kernel, or list the param in "
+            "finetune.trainable)",
         )
         k = matrix_split(shape, axes[name])
         d_in, d_out = math.prod(shape[:k]), math.prod(shape[k:])
