@@ -14,9 +14,10 @@ from flax import nnx
 
 from jaxtrain import lora, models
 from jaxtrain.build import create_state_and_steps, model_graphdef, model_settings
+from jaxtrain.checkpoint import check_compatible
 from jaxtrain.config import get_config, validate_config
 from jaxtrain.data.loader import DatasetInfo
-from jaxtrain.errors import ConfigError
+from jaxtrain.errors import CheckpointError, ConfigError
 from jaxtrain.models import model_config
 from jaxtrain.parallel import sharding
 from jaxtrain.tools.export import token_inference_fn
@@ -271,3 +272,14 @@ def test_matrix_split_rule():
     assert lora.matrix_split((16, 3, 2, 8), ("embed", None, "heads", "kv")) == 1  # GPT qkv
     assert lora.matrix_split((50, 16), ("vocab", "embed")) == 1  # embedding table
     assert lora.matrix_split((3, 3, 4, 8), None) == 3  # conv [h, w, in, out]
+
+
+def test_resuming_with_other_lora_settings_is_refused():
+    saved = _config().to_dict()
+    for field, value in (("lora_rank", 8), ("lora_targets", ("*/query/kernel",)),
+                         ("trainable", ()), ("lora_alpha", 8.0)):  # fmt: skip
+        current = _config()
+        current.finetune[field] = value
+        with pytest.raises(CheckpointError, match=rf"finetune\.{field}: checkpoint"):
+            check_compatible(saved, current.to_dict(), "runs/x")
+    check_compatible(saved, _config().to_dict(), "runs/x")  # JSON's lists equal the tuples
