@@ -14,13 +14,14 @@ from flax import nnx
 
 from jaxtrain import lora, models
 from jaxtrain.build import create_state_and_steps, model_graphdef, model_settings
-from jaxtrain.checkpoint import check_compatible
+from jaxtrain.checkpoint import Checkpointer, check_compatible
 from jaxtrain.config import get_config, validate_config
 from jaxtrain.data.loader import DatasetInfo
 from jaxtrain.errors import CheckpointError, ConfigError
 from jaxtrain.models import model_config
 from jaxtrain.parallel import sharding
 from jaxtrain.tools.export import token_inference_fn
+from jaxtrain.warm_start import warm_start
 
 L = 8
 INFO = DatasetInfo(
@@ -283,3 +284,38 @@ def test_resuming_with_other_lora_settings_is_refused():
         with pytest.raises(CheckpointError, match=rf"finetune\.{field}: checkpoint"):
             check_compatible(saved, current.to_dict(), "runs/x")
     check_compatible(saved, _config().to_dict(), "runs/x")  # JSON's lists equal the tuples
+
+
+def test_init_from_a_plain_run_loads_the_base_and_head_and_keeps_the_adapters(tmp_path):
+    plain = _trained_plain()
+    ckpt = Checkpointer(
+        str(tmp_path / "src" / "checkpoints"),
+        keep=1,
+        keep_best=0,
+        best_metric="validation/accuracy",
+        best_mode="max",
+        async_save=False,
+    )
+    ckpt.save(3, {"train_state": plain}, {}, {"config": {}}, None)
+    ckpt.close()
+    fresh = _built()[0]
+    loaded = warm_start(jax.tree.map(jnp.copy, fresh), str(tmp_path / "src"))
+    saved, merged = _flat(plain.params), _flat(loaded.inference_params())
+    for name in saved:  # B = 0: the merged model is exactly the loaded one
+        np.testing.assert_array_equal(merged[name], saved[name], err_msg=name)
+    np.testing.assert_array_equal(
+        _flat(loaded.params[lora.TRAINABLE])["head/kernel"], saved["head/kernel"]
+    )
+    for name, x in _flat(fresh.params[lora.ADAPTERS]).items():
+        np.testing.assert_array_equal(_flat(loaded.params[lora.ADAPTERS])[name], x)
+    assert not np.array_equal(_flat(fresh.frozen)["encoder/word/embedding"],
+                              _flat(loaded.frozen)["encoder/word/embedding"])  # fmt: skip
+
+
+def _trained_plain():
+    """A plain (LoRA off) state after one update, so its weights differ from any fresh init."""
+    state, train, _ = _built(rank=0)
+    state = jax.tree.map(jnp.copy, state)
+    mesh = sharding.create_mesh(1)
+    state, _ = train(state, sharding.make_global_batch(_batch(0), sharding.batch_sharding(mesh)))
+    return state
