@@ -29,7 +29,7 @@ def _config():
     c.total_steps, c.log_every, c.eval_every, c.eval_steps = 8, 2, 4, 1
     c.checkpoint.every = 4
     c.batch_size, c.eval_batch_size = 16, 256
-    c.drift.num_examples = 0
+    c.drift.num_examples = 64  # drift statistics run on the merged weights too
     c.model = model_config(
         "bert", num_classes=2, max_len=64, num_layers=1, d_model=32, num_heads=2, d_ff=64
     )
