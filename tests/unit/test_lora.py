@@ -319,3 +319,22 @@ def _trained_plain():
     mesh = sharding.create_mesh(1)
     state, _ = train(state, sharding.make_global_batch(_batch(0), sharding.batch_sharding(mesh)))
     return state
+
+
+@pytest.mark.multidevice
+def test_fsdp_and_tensor_parallel_match_one_device():
+    """8 devices, mesh data 2 x fsdp 2 x tensor 2: the frozen base is sharded by the mesh rules
+    like params, adapters replicated; the same updates as on one device."""
+    c = _config(dropout=0.0)
+    c.mesh.shape = (2, 2, 2)
+    mesh = sharding.create_mesh(-1, tuple(c.mesh.shape))
+    state, train, _ = create_state_and_steps(c, mesh, INFO)
+    kernel = state.frozen["encoder"]["layers"][0]["mlp_out"]["kernel"]
+    assert kernel.sharding.spec == jax.sharding.PartitionSpec("tensor", "fsdp")  # (mlp, embed)
+    for i in range(2):
+        state, _ = train(
+            state, sharding.make_global_batch(_batch(i), sharding.batch_sharding(mesh))
+        )
+    _, one = _trained(steps=2, dropout=0.0)
+    for name, x in _flat(one.params).items():
+        np.testing.assert_allclose(_flat(state.params)[name], x, rtol=2e-4, atol=2e-6, err_msg=name)
