@@ -160,8 +160,13 @@ def train_and_evaluate(
     )
     if c.num_seeds > 1:
         data_sharding = ensemble.member_sharding(data_sharding)
+    trained, total = lora.count_params(state)  # LoRA trains a fraction of the model's params
     log.info(
-        "workdir %s; mesh %s; %s params", workdir, dict(mesh.shape), f"{_count_params(state):,}"
+        "workdir %s; mesh %s; %s params%s",
+        workdir,
+        dict(mesh.shape),
+        f"{total:,}",
+        f" ({trained:,} trained)" if trained != total else "",
     )
     drift = DriftMonitor(c, info, mesh) if c.drift.num_examples else None
     if c.optimizer.ema_decay > 0:
@@ -374,10 +379,6 @@ def _prepare_workdir(workdir: str, run_meta: dict[str, Any] | None = None) -> No
             write_json(os.path.join(workdir, "provenance.json"), run_meta["provenance"])
     except OSError as e:
         raise CheckpointError(f"workdir {workdir} is not writable: {e}") from e
-
-
-def _count_params(state: TrainState) -> int:
-    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
 
 
 def summary_line(result: RunResult) -> str:
