@@ -15,7 +15,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxtrain import batch_fit, distill, ensemble, models, optim, prune
+from jaxtrain import batch_fit, distill, ensemble, lora, models, optim, prune
 from jaxtrain.config import warmup_steps
 from jaxtrain.data.loader import DatasetInfo
 from jaxtrain.models.pretrained import check_pretrained, import_pretrained
@@ -131,7 +131,13 @@ def create_state_and_spec(
     ema = c.optimizer.ema_decay > 0  # the state then carries the average (EMATrainState)
     sharding.check_batch_size(c.batch_size, mesh, grad_accum_steps=1 if auto else accum)
     sharding.check_batch_size(c.eval_batch_size, mesh, field="eval_batch_size")
-    if c.num_seeds == 1:
+    lora_cfg = lora.lora_settings(c)
+    if lora_cfg.enabled:
+        init, plan = _lora_init(c, create, tx, lora_cfg)
+        abstract = jax.eval_shape(init)
+        state_sharding = lora.state_shardings(abstract, mesh, tuple(c.mesh.rules))
+        log.info(lora.describe(plan, *lora.count_params(abstract)))
+    elif c.num_seeds == 1:
         init = functools.partial(
             init_train_state, create, tx, c.seed, rng_impl=c.dropout_rng, ema=ema
         )
@@ -155,8 +161,14 @@ def create_state_and_spec(
     state = jax.jit(init, out_shardings=state_sharding)()
     if getattr(settings, "pretrained", ""):
         data_dir = resolve_data_dir(c.data.data_dir)
-        params = import_pretrained(settings.pretrained, data_dir, settings, state.params)
+        # Into the model's own params (LoRA: the merged ones, split again by with_params).
+        params = import_pretrained(
+            settings.pretrained, data_dir, settings, state.inference_params()
+        )
         state = state.with_params(params)
+    model_shardings = (
+        lora.model_param_shardings(state_sharding) if lora_cfg.enabled else state_sharding.params
+    )
     spec = StepSpec(
         graphdef=graphdef,
         tx=tx,
@@ -165,13 +177,24 @@ def create_state_and_spec(
         label_smoothing=c.loss.label_smoothing,
         grad_accum_steps=1 if auto else accum,
         class_weights=tuple(class_weights),
-        param_compute_sharding=partitioning.compute_shardings(state_sharding.params, mesh),
+        param_compute_sharding=partitioning.compute_shardings(model_shardings, mesh),
         rng_impl=c.dropout_rng,
         ema_decay=c.optimizer.ema_decay,
         distill_alpha=c.distill.alpha if teacher else 0.0,
         distill_temperature=c.distill.temperature if teacher else 1.0,
     )
     return state, spec, state_sharding
+
+
+def _lora_init(c: ml_collections.ConfigDict, create, tx, settings: lora.LoRASettings):
+    """(init for a LoRATrainState, its plan). The base is initialized as usual (no optimizer
+    state), then split into frozen weights, trained params and new adapters. The targets are
+    matched against the abstract params here: a bad pattern fails before anything compiles."""
+    base = functools.partial(
+        init_train_state, create, optax.identity(), c.seed, rng_impl=c.dropout_rng
+    )
+    plan = lora.plan_lora(jax.eval_shape(base).params, settings)
+    return lambda: lora.to_lora_state(base(), tx, plan, c.seed), plan
 
 
 def compile_steps(

@@ -34,12 +34,21 @@ STATE_DEFINING_FIELDS = (
     "data.name",
     "dropout_rng",
     "prune.target_sparsity",
+    # LoRA: which params the state trains (its tree) and the adapters' scale.
+    "finetune.lora_rank",
+    "finetune.lora_alpha",
+    "finetune.lora_targets",
+    "finetune.trainable",
 )
 # Value of a state-defining field in configs saved before the field existed.
 _FIELD_DEFAULTS = {
     "dropout_rng": "threefry2x32",
     "optimizer.ema_decay": 0.0,
     "prune.target_sparsity": 0.0,
+    "finetune.lora_rank": 0,
+    "finetune.lora_alpha": 16.0,
+    "finetune.lora_targets": (),
+    "finetune.trainable": (),
 }
 
 log = logging.getLogger(__name__)

@@ -13,6 +13,7 @@ from jaxtrain import batch_fit
 from jaxtrain.data.packing import PACKINGS
 from jaxtrain.data.registry import LANGUAGE_MODELING, validate_dataset_name
 from jaxtrain.errors import ConfigError, DataError
+from jaxtrain.lora import lora_settings
 from jaxtrain.models.pretrained import check_pretrained
 from jaxtrain.models.registry import get_family, model_config, model_names, settings_from_config
 from jaxtrain.prune import prune_settings
@@ -178,6 +179,19 @@ def get_config() -> ml_collections.ConfigDict:
     c.prune.end_step = -1  # target sparsity from here on; -1: total_steps
     c.prune.every = 100  # steps between mask updates
     c.prune.pattern = "unstructured"  # or "2:4": 2 of every 4 input-channel weights (s = 0.5)
+
+    # LoRA fine-tuning (jaxtrain/lora.py): targeted weights W run as W + (alpha / r) A B with
+    # A [in, r], B [r, out] (B starts at 0); only the adapters and `trainable` params train and
+    # have optimizer state. Patterns are fnmatch globs over param paths such as
+    # "encoder/layers/0/query/kernel" ("*" also matches "/"); a pattern matching nothing is an
+    # error that lists the model's params.
+    c.finetune = ml_collections.ConfigDict()
+    c.finetune.lora_rank = 0  # r; 0: off (every param trains)
+    c.finetune.lora_alpha = 16.0  # the update is scaled by lora_alpha / lora_rank
+    c.finetune.lora_targets = ()  # e.g. ("*/query/kernel", "*/value/kernel")
+    # Params trained in full beside the adapters, e.g. ("head/*",): a new classifier head starts
+    # at random and must train. Everything else stays frozen. Only used with lora_rank > 0.
+    c.finetune.trainable = ()
     return c
 
 
@@ -263,6 +277,7 @@ def validate_config(c: ml_collections.ConfigDict, num_devices: int) -> None:
                           ("fingerprint_every", c.fingerprint_every > 0)):  # fmt: skip
             _check(not on, field, "is not supported with distill.teacher yet")
     prune_settings(c)  # raises ConfigError naming the config.prune field
+    _validate_finetune(c)
     _check(c.early_stopping.patience >= 0, "early_stopping.patience", "must be >= 0 (0: off)")
     _check(c.early_stopping.min_delta >= 0, "early_stopping.min_delta", "must be >= 0")
     _check(
@@ -326,6 +341,22 @@ def _validate_profile(p: ml_collections.ConfigDict, total_steps: int) -> None:
         f"the trace would cover steps {p.start_step + 1}..{last}, beyond total_steps="
         f"{total_steps}; lower profile.start_step or profile.num_steps",
     )
+
+
+def _validate_finetune(c: ml_collections.ConfigDict) -> None:
+    """Ranges and combinations; the patterns are matched against the model's params by
+    lora.plan_lora, still before compiling."""
+    if not lora_settings(c).enabled:  # raises ConfigError naming the config.finetune field
+        return
+    unsupported = (
+        ("num_seeds", c.num_seeds > 1),
+        ("optimizer.ema_decay", c.optimizer.ema_decay > 0),
+        ("prune.target_sparsity", c.prune.target_sparsity > 0),
+        ("distill.teacher", bool(c.distill.teacher)),
+        ("fingerprint_every", c.fingerprint_every > 0),
+    )
+    for field, on in unsupported:
+        _check(not on, field, "is not supported with LoRA (finetune.lora_rank > 0) yet")
 
 
 def _validate_distill(d: ml_collections.ConfigDict) -> None:

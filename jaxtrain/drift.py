@@ -180,7 +180,8 @@ def prediction_stats(logits: jax.Array, w: jax.Array) -> dict[str, jax.Array]:
 def stats_step(spec: StatsSpec, state: TrainState, batch: dict[str, jax.Array]) -> dict:
     """Sums of every statistic over one batch of raw inputs (uint8 images or token ids) and
     its mask ([B], or [B, L] for language modeling); pure."""
-    params, model_state = state.params, state.model_state
+    # The live weights as the model sees them (LoRA: adapters merged into the frozen base).
+    params, model_state = state.model_params(state.params), state.model_state
     if spec.members:
         params, model_state = jax.tree.map(lambda x: x[0], (params, model_state))
     x, mask = batch["inputs"], batch["mask"]

@@ -41,6 +41,12 @@ class TrainState:
         """The weights evaluation and export use."""
         return self.params
 
+    def model_params(self, params: Any) -> nnx.State:
+        """The model's params given the trained ones (`params` or a stand-in for them under
+        grad): the same tree here; LoRA (jaxtrain/lora.py) merges its adapters into a frozen
+        base."""
+        return params
+
     def with_params(self, params: nnx.State) -> "TrainState":
         """This state with other params (warm start, pretrained import)."""
         return self.replace(params=params)
@@ -150,8 +156,9 @@ def _loss_weights(spec: StepSpec, labels: jax.Array, mask: jax.Array) -> jax.Arr
     return mask * jnp.asarray(spec.class_weights, jnp.float32)[labels]
 
 
-def _micro_grads(spec: StepSpec, params, model_state, batch: Batch, key):
-    """Loss gradient and stats for one micro-batch.
+def _micro_grads(spec: StepSpec, params, model_state, batch: Batch, key, compose=None):
+    """Loss gradient and stats for one micro-batch, with respect to `params`; `compose` maps
+    them to the model's params (TrainState.model_params; None: they are the model's params).
 
     The loss is the weighted mean sum(w * l) / sum(w) (class weights as in a weighted
     cross-entropy), in float32 whatever the model's compute dtype.
@@ -160,6 +167,7 @@ def _micro_grads(spec: StepSpec, params, model_state, batch: Batch, key):
     weights = _loss_weights(spec, labels, mask)
 
     def loss_fn(p):
+        p = p if compose is None else compose(p)
         logits, new_model_state = _forward(spec, p, model_state, batch, train=True, dropout_key=key)
         losses = cross_entropy(logits, labels, label_smoothing=spec.label_smoothing)
         if "teacher_logits" in batch:
@@ -194,7 +202,7 @@ def compute_grads(spec: StepSpec, state: TrainState, batch: Batch):
     num_micro = spec.grad_accum_steps
     if num_micro == 1:
         grads, model_state, loss, correct = _micro_grads(
-            spec, state.params, state.model_state, batch, key
+            spec, state.params, state.model_state, batch, key, state.model_params
         )
     else:
         # Mean of equal-size micro-batch gradients equals the big batch's gradient.
@@ -202,7 +210,7 @@ def compute_grads(spec: StepSpec, state: TrainState, batch: Batch):
             grads_sum, ms = carry
             micro, i = xs
             g, ms, loss_i, correct_i = _micro_grads(
-                spec, state.params, ms, micro, jax.random.fold_in(key, i)
+                spec, state.params, ms, micro, jax.random.fold_in(key, i), state.model_params
             )
             return (jax.tree.map(jnp.add, grads_sum, g), ms), (loss_i, correct_i)
 

@@ -13,7 +13,7 @@ import numpy as np
 import tqdm
 
 from jaxtrain import data as data_lib
-from jaxtrain import distill, ensemble, provenance, prune
+from jaxtrain import distill, ensemble, lora, provenance, prune
 from jaxtrain import metrics as metrics_lib
 from jaxtrain.build import (
     abstract_like,
@@ -160,8 +160,13 @@ def train_and_evaluate(
     step_and_sum = fuse_metric_sums(train_fn, state, zero_pending, data_sharding)
     # Fingerprints take the batch placed on the mesh (their jit has no input shardings).
     place_batch = sharding.make_global_batch if fingerprints.every else sharding.step_batch
+    trained, total = lora.count_params(state)  # LoRA trains a fraction of the model's params
     log.info(
-        "workdir %s; mesh %s; %s params", workdir, dict(mesh.shape), f"{_count_params(state):,}"
+        "workdir %s; mesh %s; %s params%s",
+        workdir,
+        dict(mesh.shape),
+        f"{total:,}",
+        f" ({trained:,} trained)" if trained != total else "",
     )
     drift = DriftMonitor(c, info, mesh) if c.drift.num_examples else None
     if c.optimizer.ema_decay > 0:
@@ -277,6 +282,7 @@ def train_and_evaluate(
         drift.write_reference(state, tested, path, write=is_main)
     final.update(scalars)
     final.update(prune.final_metrics(c, state.params))
+    final.update(lora.final_metrics(state))
     final["time/train_seconds"] = time.perf_counter() - t_start
     writer.close()
     ckpt.close()
@@ -376,10 +382,6 @@ def _prepare_workdir(workdir: str, run_meta: dict[str, Any] | None = None) -> No
             write_json(os.path.join(workdir, "provenance.json"), run_meta["provenance"])
     except OSError as e:
         raise CheckpointError(f"workdir {workdir} is not writable: {e}") from e
-
-
-def _count_params(state: TrainState) -> int:
-    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
 
 
 def summary_line(result: RunResult) -> str:

@@ -82,7 +82,9 @@ def warm_start(state: Any, path: str) -> Any:
     saved = {f"params/{k}": v for k, v in flatten_by_path(saved_state["params"]).items()}
     saved |= {f"model_state/{k}": v for k, v in flatten_by_path(saved_state["model_state"]).items()}
     used: set[str] = set()
-    params = _merge(state.params, saved, "params", used)
+    # The model's own params (LoRA: the merged base, which with_params splits again).
+    current = state.inference_params()
+    params = _merge(current, saved, "params", used)
     model_state = _merge(state.model_state, saved, "model_state", used)
     if not used:
         raise CheckpointError(
@@ -90,7 +92,7 @@ def warm_start(state: Any, path: str) -> Any:
         )
     kept = sorted(
         k
-        for k in flatten_by_path({"params": state.params, "model_state": state.model_state})
+        for k in flatten_by_path({"params": current, "model_state": state.model_state})
         if k not in used
     )
     log.info(

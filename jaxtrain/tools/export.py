@@ -109,7 +109,8 @@ def export_model(
         "bytes": os.path.getsize(out),
         "input": f"{jnp.dtype(dtype).name}{list(shape)}",
         "int8": int8,
-        "weights": run.state.weights,  # "ema" or "params"
+        # "ema", "params", or "params+lora" (adapters merged: the file holds plain weights)
+        "weights": run.state.weights,
         "classes": list(info.class_names),
     }
     return summary

@@ -124,6 +124,9 @@ MISSPELLED = (
     "def get_config():\n    c = base()\n    c.total_stepz = 3\n    return c\n"
 )
 TRAIN = ("train", *TINY, "--workdir", "{run}")
+# A fresh workdir: the prepared run's checkpoints would refuse LoRA's config first.
+LORA = ("train", *TINY, "--workdir", "{tmp}/lora", "--config.finetune.lora_rank=4",
+        "--config.finetune.lora_targets=('dense/*/kernel',)")  # fmt: skip
 COMPARE = ("compare", *CONFIG, "--workdir", "{tmp}/c")
 NO_TOLERANCE = (
     "from experiments.fashion_mnist_mlp import get_config\n"
@@ -165,6 +168,15 @@ CASES = [
          "config.model.num_classes: 5 but dataset 'fashion_mnist' has 10 classes"),
     Case("negative_fingerprint_every", (*TRAIN, "--config.fingerprint_every=-1"),
          "config.fingerprint_every: must be >= 0 (0: off)"),
+    Case("lora_targets_match_nothing", (*LORA, "--config.finetune.lora_targets=('nope/*',)"),
+         "config.finetune.lora_targets: pattern 'nope/*' matches no param of this model; the "
+         "model's weight matrices are: dense/*/kernel, head/kernel"),
+    Case("lora_rank_negative", (*TRAIN, "--config.finetune.lora_rank=-1"),
+         "config.finetune.lora_rank: must be >= 0 (0: off), got -1"),
+    Case("lora_rank_too_large", (*LORA, "--config.finetune.lora_rank=64"),
+         "config.finetune.lora_rank: 64 is larger than min(in, out) = 32 of dense/0/kernel"),
+    Case("lora_with_ema", (*LORA, "--config.optimizer.ema_decay=0.9"),
+         "config.optimizer.ema_decay: is not supported with LoRA"),
     # --- checkpoints and the run directory ---
     Case("resume_with_other_model", (*TRAIN, "--config.model.features=(64,)"),
          "incompatible config (model.features"),
