@@ -162,7 +162,7 @@ def export_hf(workdir: str, which: str, out_dir: str) -> dict:
     _check_one_model(run, workdir)
     settings = settings_from_config(run.config.model, run.info)
     params = jax.device_get(run.state.inference_params())
-    # Adapters (LoRA) are to be merged into params here, before the conversion.
+    # inference_params(): the EMA when kept, and LoRA adapters merged into their kernels.
     tensors = hf_families.to_hf(params, settings)
     extra = {}
     if run.config.model.name == "bert":

@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
+import transformers
 from flax import nnx
 
 from jaxtrain import lora, models
@@ -18,7 +20,7 @@ from jaxtrain.checkpoint import Checkpointer, check_compatible
 from jaxtrain.config import get_config, validate_config
 from jaxtrain.data.loader import DatasetInfo
 from jaxtrain.errors import CheckpointError, ConfigError
-from jaxtrain.models import model_config
+from jaxtrain.models import hf_configs, hf_families, hf_weights, model_config
 from jaxtrain.parallel import sharding
 from jaxtrain.tools.export import token_inference_fn
 from jaxtrain.warm_start import warm_start
@@ -183,6 +185,30 @@ def test_exported_model_has_plain_weights_and_equals_the_adapter_model():
     assert set(base) < set(merged) and not any("lora" in n for n in merged)
     base_logits = _logits(_built(rank=0)[0].params, state.model_state, tokens)
     assert not np.array_equal(want, base_logits)
+
+
+def test_hf_export_merges_the_adapters(tmp_path):
+    """--format hf of a LoRA run: transformers' BertModel + the exported head give the adapter
+    model's logits (the adapters merged into the kernels, none left as extra tensors)."""
+    _, state = _trained()
+    settings = model_settings(_config(), INFO)
+    params = jax.device_get(state.inference_params())
+    tensors = hf_families.to_hf(params, settings)
+    assert not any("lora" in name for name in tensors)
+    head = hf_families.bert_head_to_hf(params)
+    hf_weights.write_hf_folder(str(tmp_path), hf_configs.hf_config(settings), tensors)
+    hf_model = transformers.AutoModel.from_pretrained(str(tmp_path), add_pooling_layer=False)
+    tokens = _batch(5)["inputs"]
+    with torch.no_grad():
+        hidden = hf_model(
+            torch.as_tensor(tokens, dtype=torch.long),
+            attention_mask=torch.as_tensor(tokens != 0, dtype=torch.long),
+        ).last_hidden_state.numpy()
+    mask = tokens != 0
+    pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+    theirs = pooled @ head["classifier.weight"].T + head["classifier.bias"]
+    want = _logits(state.model_params(state.params), state.model_state, tokens)
+    np.testing.assert_allclose(theirs, np.asarray(want), rtol=1e-5, atol=1e-5)
 
 
 def test_grad_accumulation_matches_one_big_batch():
