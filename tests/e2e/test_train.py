@@ -35,13 +35,15 @@ def _values(records, prefixes=("train/", "validation/", "test/")):
 
 
 def test_same_seed_is_bitwise_reproducible(tmp_path):
-    a = train_and_evaluate(_tiny_config(), str(tmp_path / "a"), progress=False)
-    b = train_and_evaluate(_tiny_config(), str(tmp_path / "b"), progress=False)
+    # Evaluations on the first 2 batches of each split: what is compared is exact equality.
+    cheap = {"eval_steps": 2, "eval_batch_size": 500}
+    a = train_and_evaluate(_tiny_config(**cheap), str(tmp_path / "a"), progress=False)
+    b = train_and_evaluate(_tiny_config(**cheap), str(tmp_path / "b"), progress=False)
     np.testing.assert_array_equal(params_digest(a.state), params_digest(b.state))
     ma, mb = _values(read_metrics(tmp_path / "a")), _values(read_metrics(tmp_path / "b"))
     assert ma == mb  # exact float equality, key by key
     assert any("test/accuracy" in r for r in ma)
-    c = train_and_evaluate(_tiny_config(seed=1), str(tmp_path / "c"), progress=False)
+    c = train_and_evaluate(_tiny_config(seed=1, **cheap), str(tmp_path / "c"), progress=False)
     assert not np.array_equal(params_digest(a.state), params_digest(c.state))
 
 
@@ -70,6 +72,7 @@ def test_cli_end_to_end_writes_the_workdir_contract(tmp_path, run_cli):
         "--config.eval_every=15",
         "--config.model.features=(8, 16)",
         "--config.eval_batch_size=2000",
+        "--config.data.validation_size=1000",
         "--config.optimizer.warmup_steps=5",
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -105,6 +108,7 @@ def test_smoke_run_clips_the_warmup_and_evaluates_a_few_batches(tmp_path, run_cl
         "--config.eval_steps=2",
         "--config.eval_batch_size=500",
         "--config.model.features=(8, 16)",
+        "--config.model.hidden=32",
         "--noprogress",
     )
     assert out.returncode == 0, out.stderr[-3000:]
