@@ -5,6 +5,7 @@ import os
 import random
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,15 +30,21 @@ from jaxtrain.writers import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA_DIR = os.environ.get("JAXTRAIN_DATA_DIR", os.path.join(REPO, ".data", "tfds"))
-# A small CNN with batchnorm, dropout and shuffled data: everything that could break resume.
+# A tiny MLP with batchnorm, dropout and shuffled data: everything that could break resume
+# (batch statistics, dropout keys, the data position, the optimizer), at a fraction of the CNN's
+# compile cost. Evaluations cover the first 2 batches of each split (config.eval_steps), and
+# batches are read as needed (data.in_memory=false: decoding the whole split costs ~13 CPU-s a
+# run); the SIGKILL test keeps the default in-memory source.
 BASE_ARGS = [
     "--config",
-    "experiments/fashion_mnist_cnn.py",
-    "--config.model.features=(8, 16)",
-    "--config.model.hidden=32",
+    "experiments/fashion_mnist_mlp.py",
+    "--config.model.features=(32,)",
+    "--config.model.norm=batchnorm",
     "--config.model.dropout=0.3",
     "--config.batch_size=64",
-    "--config.eval_batch_size=1000",
+    "--config.eval_batch_size=200",
+    "--config.eval_steps=2",
+    "--config.data.in_memory=false",
     "--config.data.validation_size=1000",
     "--config.log_every=5",
     "--config.eval_every=10",
@@ -85,6 +92,21 @@ def _final_params(workdir, step):
     return np.concatenate([np.asarray(x).ravel() for x in jax.tree.leaves(tree["train_state"])])
 
 
+@pytest.fixture(scope="module")
+def _trained20(tmp_path_factory):
+    """One 20-step run (checkpoints at 10 and 20) that several tests start from; each copies it."""
+    workdir = tmp_path_factory.mktemp("trained20") / "run"
+    out = _run(workdir, "--config.total_steps=20")
+    assert out.returncode == 0, out.stderr[-3000:]
+    return workdir
+
+
+def _copy_of(run, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(run, workdir)
+    return workdir
+
+
 def _wait_for(path, proc, timeout=180):
     deadline = time.time() + timeout
     while not os.path.exists(path):
@@ -98,7 +120,11 @@ def _wait_for(path, proc, timeout=180):
     "num_devices", [1, pytest.param(8, marks=[pytest.mark.slow, pytest.mark.multidevice])]
 )
 def test_sigkill_then_rerun_is_bitwise_identical(tmp_path, num_devices):
-    extra = (f"--config.num_devices={num_devices}", "--config.total_steps=80")
+    extra = (
+        f"--config.num_devices={num_devices}",
+        "--config.total_steps=80",
+        "--config.data.in_memory=true",  # the default source, as users run it
+    )
     ref = _run(tmp_path / "ref", *extra)
     assert ref.returncode == 0, ref.stderr[-3000:]
 
@@ -158,10 +184,8 @@ def test_sigterm_saves_exits_4_and_rerun_continues(tmp_path):
     assert f"resumed from checkpoint step {steps[0]}" in resumed.stderr
 
 
-def test_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path):
-    workdir = tmp_path / "run"
-    first = _run(workdir, "--config.total_steps=20")
-    assert first.returncode == 0, first.stderr[-3000:]
+def test_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, _trained20):
+    workdir = _copy_of(_trained20, tmp_path)
     damaged = workdir / "checkpoints" / "20" / "state"
     for root, _, files in os.walk(damaged):
         for name in files:
@@ -176,10 +200,9 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path):
     assert steps == sorted(set(steps)) and steps[-1] == 30  # superseded, not duplicated
 
 
-def test_incompatible_config_is_a_clear_error(tmp_path):
-    workdir = tmp_path / "run"
-    assert _run(workdir, "--config.total_steps=10").returncode == 0
-    out = _run(workdir, "--config.total_steps=20", "--config.model.features=(16, 16)")
+def test_incompatible_config_is_a_clear_error(tmp_path, _trained20):
+    workdir = _copy_of(_trained20, tmp_path)
+    out = _run(workdir, "--config.total_steps=30", "--config.model.features=(16,)")
     assert out.returncode == 2
     assert "incompatible config" in out.stderr and "model.features" in out.stderr
     assert "Traceback" not in out.stderr
@@ -247,7 +270,7 @@ def test_restore_reshards_between_mesh_sizes(tmp_path, save_devices, restore_dev
     assert abstract_with_shardings  # public helper stays importable for callers
 
 
-def _state(features=(8, 16), name="cnn", norm="batchnorm", seed=0):
+def _state(features=(32,), name="mlp", norm="batchnorm", seed=0):
     c = get_config()
     c.seed = seed
     cnn_only = {"hidden": 32} if name == "cnn" else {}
@@ -293,38 +316,22 @@ def test_warm_start_partial_match_keeps_init_for_new_layers(tmp_path):
 
 
 def test_warm_start_shape_mismatch_names_the_parameter(tmp_path):
-    path = _save(tmp_path, _state(features=(8, 16)))
+    path = _save(tmp_path, _state(features=(32,)))
     with pytest.raises(
-        CheckpointError, match=r"params/blocks/1/conv/kernel has shape \(3, 3, 8, 16\)"
+        CheckpointError,
+        match=r"params/dense/0/bias has shape \(32,\) in the checkpoint but \(48,\)",
     ):
-        warm_start(_state(features=(8, 32)), path)
+        warm_start(_state(features=(48,)), path)
     with pytest.raises(CheckpointError, match="no checkpoint found"):
         warm_start(_state(), str(tmp_path / "nowhere"))
 
 
-def test_eval_command_and_cli_warm_start(tmp_path):
-    source = tmp_path / "source"
-    first = _run(source, "--config.total_steps=20")
-    assert first.returncode == 0, first.stderr[-3000:]
+def test_eval_command_and_cli_warm_start(tmp_path, _trained20):
+    source = _copy_of(_trained20, tmp_path)
     final = json.loads((source / "final_metrics.json").read_text())
 
     def evaluate(which):
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "jaxtrain",
-                "eval",
-                "--workdir",
-                str(source),
-                f"--checkpoint={which}",
-            ],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            env=_env(),
-            timeout=300,
-        )
+        return _CLI("eval", "--workdir", str(source), f"--checkpoint={which}", timeout=300)
 
     latest = evaluate("latest")
     assert latest.returncode == 0, latest.stderr[-3000:]
@@ -348,9 +355,8 @@ def test_eval_command_and_cli_warm_start(tmp_path):
     assert "warm start from" in tuned.stderr and "checkpoints/20" in tuned.stderr
 
 
-def test_failed_save_is_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
-    workdir = tmp_path / "run"
-    assert _run(workdir, "--config.total_steps=20").returncode == 0
+def test_failed_save_is_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, _trained20):
+    workdir = _copy_of(_trained20, tmp_path)
     # A 100 KB file-size limit makes checkpoint writes fail as on a full disk, without root or
     # a mount; SIGXFSZ is ignored so the write returns an error instead of killing the process.
     # (bash sets the limit: a preexec_fn would fork() a process that runs JAX threads.)

@@ -36,6 +36,10 @@ def _first_losses(arm_dir) -> list[float]:
     return [first[f"train/loss/seed_{s}"] for s in range(SEEDS)]
 
 
+# 2 arms x 8 seeds trained, resumed and re-run (~40 CPU-s): `make test-slow`. The default
+# session keeps the pipeline (test_an_arm_against_itself_differs_by_exactly_zero) and the
+# statistics (tests/unit/test_compare_stats.py).
+@pytest.mark.slow
 def test_a_100x_smaller_learning_rate_is_significantly_worse(tmp_path):
     workdir = str(tmp_path / "cmp")
     a = _config()

@@ -7,6 +7,7 @@ import pytest
 from jaxtrain.config import get_config, validate_config
 from jaxtrain.early_stopping import EarlyStopping
 from jaxtrain.errors import ConfigError
+from jaxtrain.models import model_config
 from jaxtrain.tools.evaluate import evaluate_checkpoint
 from jaxtrain.train import train_and_evaluate
 from jaxtrain.writers import read_metrics
@@ -36,8 +37,11 @@ def test_run_stops_and_tests_the_best_checkpoint(tmp_path):
     c = get_config()
     c.data.data_dir, c.data.validation_size = DATA_DIR, 1000
     c.total_steps, c.log_every, c.eval_every = 200, 5, 5
-    c.batch_size, c.eval_batch_size = 64, 1000
-    c.model.features, c.model.hidden = (8, 16), 32
+    c.batch_size, c.eval_batch_size = 64, 500
+    # The stopping rule is what is tested, not the model: a tiny MLP, the batches read as
+    # needed (no decoding of the whole split) and 2 evaluation batches per split.
+    c.data.in_memory, c.eval_steps = False, 2
+    c.model = model_config("mlp", features=(32,), dropout=0.3)
     c.optimizer.warmup_steps = 2
     # No later evaluation can beat the first by a whole accuracy point: stop after 2 more.
     c.early_stopping.patience, c.early_stopping.min_delta = 2, 1.0

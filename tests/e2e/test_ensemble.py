@@ -22,6 +22,9 @@ def _config(**overrides):
     c.num_devices = -1  # members are replicated; any device count gives the same numbers
     c.total_steps, c.log_every, c.eval_every = 8, 4, 8
     c.batch_size, c.eval_batch_size = 32, 2000
+    # Reads only the batches it uses (no decoding of the whole split) and evaluates the first
+    # 2 batches (4000 examples) of each split.
+    c.data.in_memory, c.eval_steps = False, 2
     c.model = model_config("mlp", features=(32,), dropout=0.3)
     c.model.norm = "layernorm"
     c.optimizer.warmup_steps = 2

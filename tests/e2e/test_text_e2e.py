@@ -22,7 +22,8 @@ def _gpt_config(**overrides):
     c.data.data_dir, c.data.name, c.data.tokenizer = DATA_DIR, "shakespeare", "shakespeare_char"
     c.data.seq_len = 32
     c.total_steps, c.log_every, c.eval_every, c.checkpoint.every = 6, 3, 6, 3
-    c.batch_size, c.eval_batch_size = 16, 4096
+    # Evaluations read the first 2 batches of 256 windows per split (not all of Shakespeare).
+    c.batch_size, c.eval_batch_size, c.eval_steps = 16, 256, 2
     c.model = model_config("gpt", max_len=64, num_layers=1, d_model=32, num_heads=2, d_ff=64)
     c.checkpoint.best_metric, c.checkpoint.best_mode = "validation/loss", "min"
     # Constant lr: a shorter run then follows the same schedule (resume test below).

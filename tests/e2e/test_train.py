@@ -9,6 +9,7 @@ import pytest
 
 from jaxtrain.build import params_digest
 from jaxtrain.config import get_config
+from jaxtrain.models import model_config
 from jaxtrain.train import train_and_evaluate
 from jaxtrain.writers import read_metrics
 
@@ -35,20 +36,32 @@ def _values(records, prefixes=("train/", "validation/", "test/")):
 
 
 def test_same_seed_is_bitwise_reproducible(tmp_path):
-    a = train_and_evaluate(_tiny_config(), str(tmp_path / "a"), progress=False)
-    b = train_and_evaluate(_tiny_config(), str(tmp_path / "b"), progress=False)
+    # Evaluations on the first 2 batches of each split, batches read as needed (no decoding of
+    # the whole split): what is compared is exact equality. (The in-memory source's exactness
+    # is test_checkpoint's SIGKILL test.)
+    # A tiny MLP with batchnorm and dropout: every kind of state, a fraction of the CNN's cost.
+    mlp = model_config("mlp", features=(32,), norm="batchnorm", dropout=0.3)
+    cheap = {"eval_steps": 2, "eval_batch_size": 500, "data.in_memory": False, "model": mlp}
+    a = train_and_evaluate(_tiny_config(**cheap), str(tmp_path / "a"), progress=False)
+    b = train_and_evaluate(_tiny_config(**cheap), str(tmp_path / "b"), progress=False)
     np.testing.assert_array_equal(params_digest(a.state), params_digest(b.state))
     ma, mb = _values(read_metrics(tmp_path / "a")), _values(read_metrics(tmp_path / "b"))
     assert ma == mb  # exact float equality, key by key
     assert any("test/accuracy" in r for r in ma)
-    c = train_and_evaluate(_tiny_config(seed=1), str(tmp_path / "c"), progress=False)
+    c = train_and_evaluate(_tiny_config(seed=1, **cheap), str(tmp_path / "c"), progress=False)
     assert not np.array_equal(params_digest(a.state), params_digest(c.state))
 
 
 @pytest.mark.multidevice
 def test_one_and_eight_devices_give_the_same_loss_curve(tmp_path):
-    one = train_and_evaluate(_tiny_config(num_devices=1), str(tmp_path / "1"), progress=False)
-    eight = train_and_evaluate(_tiny_config(num_devices=8), str(tmp_path / "8"), progress=False)
+    # Batches read as needed (no decoding of the whole split per run); full evaluations.
+    lazy = {"data.in_memory": False}
+    one = train_and_evaluate(
+        _tiny_config(num_devices=1, **lazy), str(tmp_path / "1"), progress=False
+    )
+    eight = train_and_evaluate(
+        _tiny_config(num_devices=8, **lazy), str(tmp_path / "8"), progress=False
+    )
     curve = lambda d: [r["train/loss"] for r in read_metrics(d) if "train/loss" in r]
     c1, c8 = curve(tmp_path / "1"), curve(tmp_path / "8")
     assert len(c1) == len(c8) == 3
@@ -70,6 +83,8 @@ def test_cli_end_to_end_writes_the_workdir_contract(tmp_path, run_cli):
         "--config.eval_every=15",
         "--config.model.features=(8, 16)",
         "--config.eval_batch_size=2000",
+        "--config.data.in_memory=false",
+        "--config.data.validation_size=1000",
         "--config.optimizer.warmup_steps=5",
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -105,6 +120,8 @@ def test_smoke_run_clips_the_warmup_and_evaluates_a_few_batches(tmp_path, run_cl
         "--config.eval_steps=2",
         "--config.eval_batch_size=500",
         "--config.model.features=(8, 16)",
+        "--config.data.in_memory=false",
+        "--config.model.hidden=32",
         "--noprogress",
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -158,6 +175,7 @@ def test_cli_nonfinite_loss_stops_and_names_the_step(tmp_path, run_cli):
         "--config.optimizer.warmup_steps=0",
         "--config.total_steps=20",
         "--config.log_every=10",
+        "--config.data.in_memory=false",
         "--progress=false",
     )
     assert out.returncode == 3, out.stderr[-2000:]

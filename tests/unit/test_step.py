@@ -187,8 +187,9 @@ def test_models_output_logits_with_and_without_jit(name, norm):
     eager, jitted = forward(x), nnx.jit(forward)(x)
     chex.assert_shape(eager, (4, 10))
     chex.assert_trees_all_close(eager, jitted, rtol=1e-5, atol=1e-5)
-    t1 = model(x, train=True, dropout_key=jax.random.key(1))
-    t2 = model(x, train=True, dropout_key=jax.random.key(2))
+    # Train mode jitted (one compile for both keys; eager op-by-op compiles cost seconds).
+    train = nnx.jit(lambda model, x, k: model(x, train=True, dropout_key=k))
+    t1, t2 = train(model, x, jax.random.key(1)), train(model, x, jax.random.key(2))
     assert not np.allclose(t1, t2), "dropout must depend on the key in train mode"
 
 
