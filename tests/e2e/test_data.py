@@ -437,3 +437,33 @@ def test_registry_is_the_one_list_of_datasets():
     assert registry.pixel_stats(NAME, "") == (MEAN, STD)
     with pytest.raises(DataError, match="mr_polarity is not an image dataset"):
         registry.pixel_stats("mr_polarity", "")
+
+
+def test_decoded_splits_are_kept_on_disk_and_redone_when_damaged(data_dir, raw_arrays):
+    """A decoded split is written beside the prepared dataset and mapped by later processes;
+    a damaged file is decoded again; the arrays are the raw IDX files' either way."""
+
+    def open_test_split():
+        image_source._decoded.clear()  # as a new process: only the files on disk remain
+        return image_source.open_image_source(
+            "fashion_mnist", "test", data_dir=data_dir, validation_size=5000, num_classes=10
+        )
+
+    want_images, want_labels = raw_arrays["test"]
+    first = open_test_split()
+    files = sorted(pathlib.Path(data_dir).glob(f"**/{image_source.DECODED_DIR}/test-*.npy"))
+    assert [f.name.split(".", 1)[1] for f in files] == ["images.npy", "labels.npy"]
+    mapped = open_test_split()
+    assert isinstance(mapped.images, np.memmap) and not mapped.images.flags.writeable
+    for split in (first, mapped):
+        np.testing.assert_array_equal(split.images[..., 0], want_images)
+        np.testing.assert_array_equal(split.labels(), want_labels)
+    # Truncated (not the split any more); replaced, not rewritten in place, so another process
+    # that has the file mapped keeps its intact copy.
+    damaged = files[0].with_suffix(".damaged")
+    damaged.write_bytes(files[0].read_bytes()[:1000])
+    os.replace(damaged, files[0])
+    redone = open_test_split()
+    assert not isinstance(redone.images, np.memmap)
+    np.testing.assert_array_equal(redone.images[..., 0], want_images)
+    assert isinstance(open_test_split().images, np.memmap)  # written again
