@@ -26,13 +26,13 @@ the wall figures with the load average printed beside them.
 """
 
 import argparse
-import json
 import os
 import platform
 import shlex
 import sys
 
 import ml_collections
+from report import emit
 
 from jaxtrain.config import get_config
 from jaxtrain.models import model_config
@@ -109,16 +109,13 @@ def main() -> None:
     out = run(args.batch_size, args.steps, args.log_every, args.repeats)
     env = out["environment"]
     load = " -> ".join("/".join(f"{x:.1f}" for x in la) for la in out["load_average_before_after"])
-    print(
+    header = (
         f"\n{out['model']}, batch {out['batch_size']}, {out['timed_steps']} timed steps, "
         f"log every {out['log_every']}, {out['repeats']} repeats; {env['cpus']} CPUs "
         f"({platform.processor() or platform.machine()}), load average {load}; "
         f"{env['versions']}; {env['utc']} UTC\n"
     )
-    print(format_table(out))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(out, f, indent=2)
+    emit(header, format_table(out), out, args.out)
 
 
 if __name__ == "__main__":

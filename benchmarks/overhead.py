@@ -20,7 +20,6 @@ import argparse
 import dataclasses
 import importlib.metadata
 import importlib.util
-import json
 import os
 import platform
 import shlex
@@ -35,6 +34,7 @@ import ml_collections
 import numpy as np
 import optax
 from flax import nnx
+from report import emit
 
 from jaxtrain import data as data_lib
 from jaxtrain import models
@@ -259,16 +259,13 @@ def main() -> None:
     out = run(args.config, args.steps, args.repeats)
     m = out["machine"]
     v = out["versions"]
-    print(
+    header = (
         f"\n{out['config']}: {out['model']}, batch {out['batch_size']}, {out['steps']} steps, "
         f"log_every {out['log_every']}, {out['repeats']} repeats\n"
         f"{m['cpu']}, {m['cores']} cores; jax {v['jax']}, jaxlib {v['jaxlib']}, "
         f"flax {v['flax']}, optax {v['optax']}; {out['date_utc']} UTC\n"
     )
-    print(format_table(out))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(out, f, indent=2)
+    emit(header, format_table(out), out, args.out)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.experimental.compilation_cache import compilation_cache
+from synthetic_data import lm_info
 
 from jaxtrain.build import create_state_and_steps, model_settings
 from jaxtrain.config import get_config
-from jaxtrain.data.loader import DatasetInfo
 from jaxtrain.errors import ConfigError
 from jaxtrain.models import gpt, model_config
 from jaxtrain.parallel import compile_cache, sharding
@@ -101,19 +101,7 @@ def _gpt_config_and_info(seq_len: int):
     c.model = model_config(
         "gpt", num_layers=2, d_model=64, num_heads=2, d_ff=256, max_len=seq_len, dropout=0.0
     )
-    info = DatasetInfo(
-        task="language_modeling",
-        num_classes=0,
-        class_names=(),
-        input_shape=(seq_len,),
-        input_dtype=np.int32,
-        label_shape=(seq_len,),
-        num_train=1,
-        num_validation=1,
-        num_test=1,
-        vocab_size=65,
-        pad_id=0,
-    )
+    info = lm_info(seq_len, 65)
     return c, info
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
+from synthetic_data import image_info
 
 from jaxtrain import models
 from jaxtrain.build import create_state_and_steps, model_settings, params_digest
@@ -37,17 +38,7 @@ DATA_DIRS = [
 ]
 SEQ_LEN, BATCH, STEPS = 32, 16, 4
 RULES = tuple(get_config().mesh.rules)
-IMAGE_INFO = DatasetInfo(
-    task="image_classification",
-    num_classes=10,
-    class_names=(),
-    input_shape=(28, 28, 1),
-    input_dtype=np.float32,
-    label_shape=(),
-    num_train=0,
-    num_validation=0,
-    num_test=0,
-)
+IMAGE_INFO = image_info((28, 28, 1))
 
 
 # --- real Shakespeare batches ---------------------------------------------------------------

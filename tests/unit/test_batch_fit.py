@@ -12,26 +12,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from synthetic_data import image_info
 
 from jaxtrain import batch_fit
 from jaxtrain.build import create_state_and_steps, params_digest
 from jaxtrain.config import get_config, validate_config
-from jaxtrain.data.loader import DatasetInfo
 from jaxtrain.errors import ConfigError
 from jaxtrain.models import model_config
 from jaxtrain.parallel import sharding
 
-INFO = DatasetInfo(
-    task="image_classification",
-    num_classes=10,
-    class_names=(),
-    input_shape=(2, 2, 1),
-    input_dtype=np.float32,
-    label_shape=(),
-    num_train=0,
-    num_validation=0,
-    num_test=0,
-)
+INFO = image_info((2, 2, 1))
 BATCH = 169
 
 

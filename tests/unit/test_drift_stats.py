@@ -8,28 +8,18 @@ import math
 import jax
 import numpy as np
 import pytest
+from synthetic_data import image_info
 
 from jaxtrain import data as data_lib
 from jaxtrain import drift
 from jaxtrain.build import create_state_and_steps, model_graphdef
 from jaxtrain.config import get_config, validate_config
-from jaxtrain.data.loader import DatasetInfo
 from jaxtrain.errors import CheckpointError, ConfigError, DataError
 from jaxtrain.models import model_config
 from jaxtrain.parallel import sharding
 from jaxtrain.tools.drift import Transform, parse_data, parse_transform
 
-IMAGE_INFO = DatasetInfo(
-    task="image_classification",
-    num_classes=10,
-    class_names=(),
-    input_shape=(8, 8, 1),
-    input_dtype=np.float32,
-    label_shape=(),
-    num_train=0,
-    num_validation=0,
-    num_test=0,
-)
+IMAGE_INFO = image_info((8, 8, 1))
 
 
 def test_divergences_match_the_formulas():

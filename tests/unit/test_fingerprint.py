@@ -8,10 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from synthetic_data import image_info
 
 from jaxtrain.build import compile_steps, create_state_and_spec
 from jaxtrain.config import get_config, validate_config
-from jaxtrain.data.loader import DatasetInfo
 from jaxtrain.errors import ConfigError
 from jaxtrain.fingerprint import FingerprintLog, leaf_fingerprint, leaf_names
 from jaxtrain.fingerprint_records import FILENAME, read_fingerprints, supersede_fingerprints
@@ -19,17 +19,7 @@ from jaxtrain.models import model_config
 from jaxtrain.parallel import sharding
 from jaxtrain.tools.diverge import leaf_difference
 
-INFO = DatasetInfo(
-    task="image_classification",
-    num_classes=10,
-    class_names=(),
-    input_shape=(8, 8, 1),
-    input_dtype=np.float32,
-    label_shape=(),
-    num_train=0,
-    num_validation=0,
-    num_test=0,
-)
+INFO = image_info((8, 8, 1))
 
 
 def _checksum(x) -> int:

@@ -6,10 +6,9 @@ import json
 import os
 
 import jax
-import numpy as np
 import pytest
+from synthetic_data import lm_info
 
-from jaxtrain.data.loader import DatasetInfo
 from jaxtrain.models import gpt
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -28,20 +27,8 @@ gpu_check = _load_gpu_check()
 VOCAB = 28_979  # the BPE the check trains on shakespeare saturates here
 
 
-def _info(seq_len: int, vocab: int = VOCAB) -> DatasetInfo:
-    return DatasetInfo(
-        task="language_modeling",
-        num_classes=0,
-        class_names=(),
-        input_shape=(seq_len,),
-        input_dtype=np.int32,
-        label_shape=(seq_len,),
-        num_train=1,
-        num_validation=1,
-        num_test=1,
-        vocab_size=vocab,
-        pad_id=0,
-    )
+def _info(seq_len: int, vocab: int = VOCAB):
+    return lm_info(seq_len, vocab)
 
 
 @pytest.mark.parametrize(("size", "low", "high"), [("124m", 100e6, 130e6), ("350m", 300e6, 370e6)])

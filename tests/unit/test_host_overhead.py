@@ -9,27 +9,17 @@ import time
 import jax
 import numpy as np
 import pytest
+from synthetic_data import image_info
 
 from jaxtrain.build import create_state_and_steps, fuse_metric_sums, zero_train_metrics
 from jaxtrain.config import get_config
-from jaxtrain.data.loader import DatasetInfo
 from jaxtrain.models import model_config
 from jaxtrain.parallel import sharding
 from jaxtrain.perf import PerfTimer
 from jaxtrain.step import accumulate_train_metrics
 from jaxtrain.tools import bench
 
-INFO = DatasetInfo(
-    task="image_classification",
-    num_classes=10,
-    class_names=(),
-    input_shape=(8, 8, 1),
-    input_dtype=np.float32,
-    label_shape=(),
-    num_train=0,
-    num_validation=0,
-    num_test=0,
-)
+INFO = image_info((8, 8, 1))
 
 
 def _batches(n: int, size: int = 8) -> list[dict[str, np.ndarray]]:

@@ -13,12 +13,12 @@ import pytest
 import torch
 import transformers
 from flax import nnx
+from synthetic_data import text_info
 
 from jaxtrain import lora, models
 from jaxtrain.build import create_state_and_steps, model_graphdef, model_settings
 from jaxtrain.checkpoint import Checkpointer, check_compatible
 from jaxtrain.config import get_config, validate_config
-from jaxtrain.data.loader import DatasetInfo
 from jaxtrain.errors import CheckpointError, ConfigError
 from jaxtrain.models import hf_configs, hf_families, hf_weights, model_config
 from jaxtrain.parallel import sharding
@@ -26,19 +26,7 @@ from jaxtrain.tools.export import token_inference_fn
 from jaxtrain.warm_start import warm_start
 
 L = 8
-INFO = DatasetInfo(
-    task="text_classification",
-    num_classes=2,
-    class_names=("neg", "pos"),
-    input_shape=(L,),
-    input_dtype=np.int32,
-    label_shape=(),
-    num_train=0,
-    num_validation=0,
-    num_test=0,
-    vocab_size=50,
-    pad_id=0,
-)
+INFO = text_info(L, vocab_size=50)
 TARGETS = ("*/query/kernel", "*/value/kernel", "*/attn_out/kernel", "*/mlp_in/kernel")
 
 

@@ -11,12 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from synthetic_data import image_info
 
 from jaxtrain import ensemble, metrics, models
 from jaxtrain.build import create_state_and_steps, model_graphdef, params_digest
 from jaxtrain.checkpoint import check_compatible
 from jaxtrain.config import get_config
-from jaxtrain.data.loader import DatasetInfo
 from jaxtrain.errors import CheckpointError
 from jaxtrain.losses import cross_entropy
 from jaxtrain.models import model_config
@@ -25,17 +25,7 @@ from jaxtrain.step import EMATrainState, TrainState
 from jaxtrain.tools.export import inference_fn
 
 IN_SHAPE = (28, 28, 1)
-INFO = DatasetInfo(
-    task="image_classification",
-    num_classes=10,
-    class_names=(),
-    input_shape=IN_SHAPE,
-    input_dtype=np.float32,
-    label_shape=(),
-    num_train=0,
-    num_validation=0,
-    num_test=0,
-)
+INFO = image_info(IN_SHAPE)
 
 
 def _batch(n: int, seed: int = 0) -> dict[str, np.ndarray]:
