@@ -16,7 +16,6 @@ import optax
 from flax import nnx
 
 from jaxtrain import batch_fit, distill, ensemble, lora, models, optim, prune
-from jaxtrain.config import warmup_steps
 from jaxtrain.data.loader import DatasetInfo
 from jaxtrain.models.pretrained import check_pretrained, import_pretrained
 from jaxtrain.parallel import partitioning, sharding
@@ -29,6 +28,7 @@ from jaxtrain.step import (
     split_model,
     train_step,
 )
+from jaxtrain.validation import warmup_steps
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,6 @@ from jaxtrain.build import (
     zero_train_metrics,
 )
 from jaxtrain.checkpoint import Checkpointer
-from jaxtrain.config import validate_against_dataset, validate_config
 from jaxtrain.data.loader import DataOptions, DatasetInfo
 from jaxtrain.drift import REFERENCE_FILE, DriftMonitor
 from jaxtrain.early_stopping import EarlyStopping
@@ -38,6 +37,7 @@ from jaxtrain.perf import PerfTimer, tokens_per_example
 from jaxtrain.preemption import PreemptionWatcher
 from jaxtrain.profiling import StepTrace
 from jaxtrain.step import TrainState
+from jaxtrain.validation import validate_against_dataset, validate_config
 from jaxtrain.warm_start import warm_start
 from jaxtrain.writers import MetricWriter, check_metrics, supersede_metrics, write_json
 

@@ -37,13 +37,13 @@ from flax import nnx
 from jaxtrain import data as data_lib
 from jaxtrain import models
 from jaxtrain.build import model_settings
-from jaxtrain.config import validate_config
 from jaxtrain.data.loader import DatasetInfo
 from jaxtrain.errors import ConfigError
 from jaxtrain.parallel import sharding
 from jaxtrain.tools import estimate
 from jaxtrain.tools import flops as flops_lib
 from jaxtrain.train import data_options, train_and_evaluate
+from jaxtrain.validation import validate_config
 from jaxtrain.writers import read_metrics
 
 CPU_PROBE_SIZE = 1024

@@ -31,7 +31,6 @@ from typing import Any
 import jax
 import ml_collections
 
-from jaxtrain.config import validate_config
 from jaxtrain.errors import ConfigError, DataError
 from jaxtrain.evaluation import data_options
 from jaxtrain.tools.paired_stats import MAX_SIGN_FLIP_PAIRS, PairedStats, paired_stats
@@ -39,6 +38,7 @@ from jaxtrain.tools.plot import plot_compare
 from jaxtrain.tools.sweep import load_experiment, parse_config_flags
 from jaxtrain.tools.sweep_space import apply_overrides, parse_value
 from jaxtrain.train import train_and_evaluate
+from jaxtrain.validation import validate_config
 from jaxtrain.writers import read_metrics, write_json
 
 ARMS = ("a", "b")

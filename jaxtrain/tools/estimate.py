@@ -21,12 +21,12 @@ import ml_collections
 from jaxtrain import data as data_lib
 from jaxtrain import ensemble
 from jaxtrain.build import create_state_and_steps, model_settings
-from jaxtrain.config import validate_against_dataset, validate_config
 from jaxtrain.data.loader import LANGUAGE_MODELING, DatasetInfo
 from jaxtrain.errors import ConfigError
 from jaxtrain.parallel import sharding
 from jaxtrain.tools import flops as flops_lib
 from jaxtrain.train import data_options
+from jaxtrain.validation import validate_against_dataset, validate_config
 
 
 @dataclasses.dataclass(frozen=True)

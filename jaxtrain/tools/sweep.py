@@ -34,7 +34,6 @@ from typing import Any
 
 import ml_collections
 
-from jaxtrain.config import validate_config
 from jaxtrain.errors import ConfigError
 from jaxtrain.tools.sweep_space import (
     apply_overrides,
@@ -44,6 +43,7 @@ from jaxtrain.tools.sweep_space import (
     parse_value,
     trial_name,
 )
+from jaxtrain.validation import validate_config
 from jaxtrain.writers import write_json
 
 _STDERR_TAIL = 2000

@@ -4,12 +4,13 @@ import os
 
 import pytest
 
-from jaxtrain.config import get_config, validate_config
+from jaxtrain.config import get_config
 from jaxtrain.early_stopping import EarlyStopping
 from jaxtrain.errors import ConfigError
 from jaxtrain.models import model_config
 from jaxtrain.tools.evaluate import evaluate_checkpoint
 from jaxtrain.train import train_and_evaluate
+from jaxtrain.validation import validate_config
 from jaxtrain.writers import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -9,12 +9,13 @@ import jax
 import pytest
 from flax import nnx
 
-from jaxtrain.config import get_config, validate_config
+from jaxtrain.config import get_config
 from jaxtrain.data import registry as data_registry
 from jaxtrain.errors import ConfigError
 from jaxtrain.models import registry as model_registry
 from jaxtrain.models import settings as S
 from jaxtrain.train import train_and_evaluate
+from jaxtrain.validation import validate_config
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,10 +16,11 @@ from synthetic_data import image_info
 
 from jaxtrain import batch_fit
 from jaxtrain.build import create_state_and_steps, params_digest
-from jaxtrain.config import get_config, validate_config
+from jaxtrain.config import get_config
 from jaxtrain.errors import ConfigError
 from jaxtrain.models import model_config
 from jaxtrain.parallel import sharding
+from jaxtrain.validation import validate_config
 
 INFO = image_info((2, 2, 1))
 BATCH = 169

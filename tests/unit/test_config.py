@@ -6,9 +6,10 @@ import os
 
 import pytest
 
-from jaxtrain.config import get_config, validate_config, warmup_steps
+from jaxtrain.config import get_config
 from jaxtrain.errors import ConfigError
 from jaxtrain.models import model_config, model_names
+from jaxtrain.validation import validate_config, warmup_steps
 
 REPO = __file__.rsplit("/tests/", 1)[0]
 

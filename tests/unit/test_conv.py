@@ -9,11 +9,12 @@ from flax import nnx
 from jax import lax
 
 from jaxtrain.checkpoint import check_compatible
-from jaxtrain.config import get_config, validate_config
+from jaxtrain.config import get_config
 from jaxtrain.errors import CheckpointError, ConfigError
 from jaxtrain.models import model_config
 from jaxtrain.models.conv import Conv, im2col_conv, max_pool_2x2, resolve_conv_impl
 from jaxtrain.models.registry import family_config_of
+from jaxtrain.validation import validate_config
 
 
 def _xla_conv(x, kernel, stride):

@@ -15,11 +15,12 @@ from test_step import INFO, _batch
 from jaxtrain import distill, ensemble
 from jaxtrain.build import create_state_and_steps, model_graphdef
 from jaxtrain.checkpoint import Checkpointer
-from jaxtrain.config import get_config, validate_config
+from jaxtrain.config import get_config
 from jaxtrain.errors import ConfigError
 from jaxtrain.losses import cross_entropy, distillation_loss
 from jaxtrain.models import model_config
 from jaxtrain.parallel import sharding
+from jaxtrain.validation import validate_config
 
 
 def _config(features=(32,), **distill_fields):

@@ -13,11 +13,12 @@ from synthetic_data import image_info
 from jaxtrain import data as data_lib
 from jaxtrain import drift
 from jaxtrain.build import create_state_and_steps, model_graphdef
-from jaxtrain.config import get_config, validate_config
+from jaxtrain.config import get_config
 from jaxtrain.errors import CheckpointError, ConfigError, DataError
 from jaxtrain.models import model_config
 from jaxtrain.parallel import sharding
 from jaxtrain.tools.drift import Transform, parse_data, parse_transform
+from jaxtrain.validation import validate_config
 
 IMAGE_INFO = image_info((8, 8, 1))
 

@@ -11,13 +11,14 @@ import pytest
 from synthetic_data import image_info
 
 from jaxtrain.build import compile_steps, create_state_and_spec
-from jaxtrain.config import get_config, validate_config
+from jaxtrain.config import get_config
 from jaxtrain.errors import ConfigError
 from jaxtrain.fingerprint import FingerprintLog, leaf_fingerprint, leaf_names
 from jaxtrain.fingerprint_records import FILENAME, read_fingerprints, supersede_fingerprints
 from jaxtrain.models import model_config
 from jaxtrain.parallel import sharding
 from jaxtrain.tools.diverge import leaf_difference
+from jaxtrain.validation import validate_config
 
 INFO = image_info((8, 8, 1))
 

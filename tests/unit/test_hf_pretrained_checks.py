@@ -13,7 +13,7 @@ import pytest
 from flax import nnx
 
 from jaxtrain.checkpoint import check_compatible
-from jaxtrain.config import get_config, validate_config
+from jaxtrain.config import get_config
 from jaxtrain.errors import CheckpointError, ConfigError
 from jaxtrain.models import hf_configs, hf_families, hf_weights, model_config
 from jaxtrain.models.bert import BertClassifier, BertConfig
@@ -26,6 +26,7 @@ from jaxtrain.models.pretrained import (
     import_pretrained,
 )
 from jaxtrain.models.registry import settings_from_config
+from jaxtrain.validation import validate_config
 
 LLAMA = dict(vocab_size=65, max_len=32, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,
              d_ff=48)  # fmt: skip

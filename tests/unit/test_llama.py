@@ -14,11 +14,12 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from jaxtrain.config import get_config, validate_config
+from jaxtrain.config import get_config
 from jaxtrain.errors import ConfigError
 from jaxtrain.models import attention, model_config
 from jaxtrain.models.llama import Llama, LlamaConfig, count_params
 from jaxtrain.tools.sample import generate
+from jaxtrain.validation import validate_config
 
 VOCAB = 29
 

@@ -18,11 +18,12 @@ from synthetic_data import text_info
 from jaxtrain import lora, models
 from jaxtrain.build import create_state_and_steps, model_graphdef, model_settings
 from jaxtrain.checkpoint import Checkpointer, check_compatible
-from jaxtrain.config import get_config, validate_config
+from jaxtrain.config import get_config
 from jaxtrain.errors import CheckpointError, ConfigError
 from jaxtrain.models import hf_configs, hf_families, hf_weights, model_config
 from jaxtrain.parallel import sharding
 from jaxtrain.tools.export import token_inference_fn
+from jaxtrain.validation import validate_config
 from jaxtrain.warm_start import warm_start
 
 L = 8

@@ -12,12 +12,13 @@ import optax
 import pytest
 from flax import nnx
 
-from jaxtrain.config import get_config, validate_against_dataset, validate_config
+from jaxtrain.config import get_config
 from jaxtrain.data import packing
 from jaxtrain.errors import ConfigError
 from jaxtrain.models import model_config
 from jaxtrain.models.gpt import GPT, GPTConfig
 from jaxtrain.models.llama import Llama, LlamaConfig
+from jaxtrain.validation import validate_against_dataset, validate_config
 
 VOCAB = 40
 SEQ_LEN = 16

@@ -10,10 +10,11 @@ from test_step import INFO, _batch
 from jaxtrain import prune
 from jaxtrain.build import abstract_like, create_state_and_steps, params_digest
 from jaxtrain.checkpoint import Checkpointer, check_compatible
-from jaxtrain.config import get_config, validate_config
+from jaxtrain.config import get_config
 from jaxtrain.errors import CheckpointError, ConfigError
 from jaxtrain.models import model_config
 from jaxtrain.parallel import sharding
+from jaxtrain.validation import validate_config
 
 
 def _config(optimizer="momentum", target=0.75, start=1, end=5, every=2, pattern="unstructured"):

@@ -107,7 +107,8 @@ def test_rbg_dropout_rng_keeps_init_and_is_deterministic():
 
 
 def test_unknown_dropout_rng_is_a_config_error():
-    from jaxtrain.config import ConfigError, validate_config
+    from jaxtrain.config import ConfigError
+    from jaxtrain.validation import validate_config
 
     c = _mlp_config()
     c.dropout_rng = "philox"

@@ -12,11 +12,12 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from jaxtrain.config import get_config, validate_config
+from jaxtrain.config import get_config
 from jaxtrain.errors import ConfigError
 from jaxtrain.models import model_config, settings_from_config
 from jaxtrain.models.vit import ViT, ViTSettings, patchify, sincos_2d
 from jaxtrain.parallel import partitioning
+from jaxtrain.validation import validate_config
 
 # Tiny: 28x28 images in 7x7 patches are 16 tokens (17 with [CLS]).
 TINY = dict(patch_size=7, num_layers=1, d_model=16, num_heads=2, d_ff=32, num_classes=5)
