@@ -1,7 +1,7 @@
 """Command line: `python -m jaxtrain COMMAND ...`; `python -m jaxtrain COMMAND --help` per command.
 
 The only package that prints results or exits: it parses, calls the library, and turns bad input
-into one `error: ...` line with exit code 2. commands.py holds the flags and the table of
+into one `error: ...` line with exit code 2. options.py holds the flags, commands.py the table of
 commands; help.py renders help text.
 """
 
@@ -11,9 +11,10 @@ import sys
 
 from absl import app, flags
 
-from jaxtrain.cli.commands import COMMANDS, OWN_FLAGS, fail, need, see
+from jaxtrain.cli.commands import COMMANDS, OWN_FLAGS
 from jaxtrain.cli.config_file import check_config_file, config_path, raised_by_config_file
 from jaxtrain.cli.help import HELP_NAMES, canonical, command_help, overview, scan
+from jaxtrain.cli.options import fail, need, see
 from jaxtrain.errors import (
     EXIT_BAD_INPUT,
     EXIT_NONFINITE,

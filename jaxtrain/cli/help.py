@@ -1,6 +1,6 @@
 """The command line's help text and argument scanning, given the table of commands.
 
-Defines no flags (jaxtrain/cli/commands.py does); reads their help text from absl.
+Defines no flags (jaxtrain/cli/options.py does); reads their help text from absl.
 """
 
 import dataclasses
