@@ -19,7 +19,7 @@ from jaxtrain.config import get_config
 from jaxtrain.errors import ConfigError
 from jaxtrain.models import gpt, model_config
 from jaxtrain.parallel import compile_cache, sharding
-from jaxtrain.tools import bench, estimate
+from jaxtrain.tools import bench, estimate, hand_loop
 
 
 def _mlp_config(batch: int = 64):
@@ -125,10 +125,10 @@ def test_hand_loop_matches_jaxtrain_step_on_real_batches():
     c.optimizer.clip_norm = 0.05  # small enough to clip: the hand side must clip identically
     info = estimate.dataset_info(c)
     mesh = sharding.create_mesh(-1)  # all 8 test devices: the batch is split like jaxtrain's
-    (init, step), why = bench.make_hand_loop(c, info, mesh)
+    (init, step), why = hand_loop.make_hand_loop(c, info, mesh)
     assert why == ""
-    batches = bench.preload_batches(c, info)
-    assert len(batches) == bench.PRELOADED_BATCHES and batches[0]["inputs"].shape[0] == 16
+    batches = hand_loop.preload_batches(c, info)
+    assert len(batches) == hand_loop.PRELOADED_BATCHES and batches[0]["inputs"].shape[0] == 16
     carry = init()
     state, train_fn, _ = create_state_and_steps(c, mesh, info)
     # Same starting point (copies: both steps donate their inputs). jaxtrain's fresh Adam state
@@ -149,7 +149,7 @@ def test_hand_loop_matches_jaxtrain_step_on_real_batches():
 def test_hand_loop_refuses_what_it_does_not_implement():
     c = _mlp_config()
     c.optimizer.name = "sgd"
-    hand, why = bench.make_hand_loop(c, None, sharding.create_mesh(1))
+    hand, why = hand_loop.make_hand_loop(c, None, sharding.create_mesh(1))
     assert hand is None and "config.optimizer.name: the hand-written loop only does AdamW" in why
 
 

@@ -17,7 +17,7 @@ from jaxtrain.models import model_config
 from jaxtrain.parallel import sharding
 from jaxtrain.perf import PerfTimer
 from jaxtrain.step import accumulate_train_metrics
-from jaxtrain.tools import bench
+from jaxtrain.tools import bench, hand_loop
 
 INFO = image_info((8, 8, 1))
 
@@ -162,7 +162,7 @@ def test_host_summary_medians_and_paired_ratios():
         for w, c in ((110.0, 55.0), (300.0, 60.0), (120.0, 50.0))
     ]
     hand = [  # 100, 200, 100 us per step of wall; 50 us of CPU
-        bench.HandTiming(steps_per_sec=sps, cpu_us_per_step=50.0) for sps in (1e4, 5e3, 1e4)
+        hand_loop.HandTiming(steps_per_sec=sps, cpu_us_per_step=50.0) for sps in (1e4, 5e3, 1e4)
     ]
     h = bench.host_summary(jaxtrain, hand)
     assert h["host_us_per_step"] == 120.0 and h["hand_us_per_step"] == pytest.approx(100.0)
@@ -177,7 +177,7 @@ def test_format_benchmark_prints_the_host_rows():
     one = [{"host_us_per_step": 110.0, "host_cpu_us_per_step": 60.0}]
     r = {
         "jaxtrain": bench.summarize_intervals(_interval_records(), warmup=10),
-        "host": bench.host_summary(one, [bench.HandTiming(1e4, 50.0)]),
+        "host": bench.host_summary(one, [hand_loop.HandTiming(1e4, 50.0)]),
         "timed_steps": 20,
         "warmup_steps": 10,
         "compile_s": 1.0,
