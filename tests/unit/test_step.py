@@ -107,7 +107,7 @@ def test_rbg_dropout_rng_keeps_init_and_is_deterministic():
 
 
 def test_unknown_dropout_rng_is_a_config_error():
-    from jaxtrain.config import ConfigError
+    from jaxtrain.errors import ConfigError
     from jaxtrain.validation import validate_config
 
     c = _mlp_config()
