@@ -51,8 +51,8 @@ demo: data
 
 # Two pytest sessions: everything on 1 CPU device, then the multidevice tests on 8 fake ones.
 test: data
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
-	JAXTRAIN_TEST_DEVICES=8 $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) \
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+	JAXTRAIN_TEST_DEVICES=8 $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal \
 	  -m "multidevice and not slow" $(PYTEST_ARGS)
 
 test-slow: data

@@ -1,7 +1,7 @@
 """jaxtrain vs PyTorch, same model, same batches, same optimizer: train steps/s in one process.
 
     python benchmarks/peers/compare.py [--models cnn,gpt] [--repeats 5] [--cnn_steps 30]
-        [--dropout_rngs threefry2x32,rbg]
+        [--dropout_rngs threefry2x32,rbg] [--conv_impls auto,xla]
         [--gpt_steps 4] [--gpt_config FILE] [--out FILE.json]
 
 jaxtrain side: the real build path, `create_state_and_steps` (the donated, sharded, jitted step
@@ -42,6 +42,8 @@ from benchmarks.peers import torch_cnn, torch_gpt  # noqa: E402
 from jaxtrain.build import create_state_and_steps  # noqa: E402
 from jaxtrain.config import DROPOUT_RNG_NAMES, get_config  # noqa: E402
 from jaxtrain.data import create_train_iterator  # noqa: E402
+from jaxtrain.models import model_config  # noqa: E402
+from jaxtrain.models.conv import CONV_IMPLS  # noqa: E402
 from jaxtrain.parallel import sharding  # noqa: E402
 from jaxtrain.tools import estimate  # noqa: E402
 from jaxtrain.train import data_options  # noqa: E402
@@ -65,9 +67,10 @@ def gpt_config():
     c.batch_size = 16
     c.total_steps = 5000
     c.data.name, c.data.tokenizer, c.data.seq_len = "shakespeare", "shakespeare_char", 256
-    m = c.model
-    m.name, m.num_layers, m.d_model, m.num_heads, m.d_ff, m.max_len = "gpt", 6, 256, 4, 1024, 256
-    m.positions, m.tie_embeddings, m.compute_dtype, m.dropout = "learned", True, "float32", 0.1
+    c.model = model_config(
+        "gpt", num_layers=6, d_model=256, num_heads=4, d_ff=1024, max_len=256, dropout=0.1,
+        positions="learned", tie_embeddings=True, compute_dtype="float32",
+    )  # fmt: skip
     o = c.optimizer
     o.name, o.learning_rate, o.weight_decay, o.warmup_steps, o.b2 = "adamw", 1e-3, 0.1, 100, 0.99
     return c
@@ -147,19 +150,40 @@ def torch_side(c, info, batches):
     return run, torch_cnn.count_params(model)
 
 
-def compare_model(name: str, c, steps: int, repeats: int, dropout_rngs: list[str]) -> dict:
-    """Interleaved repeats of torch and one jaxtrain side per dropout PRNG (config.dropout_rng;
-    the first one is the reported "jaxtrain" side, others are "jaxtrain[IMPL]")."""
+def jaxtrain_variants(c, dropout_rngs: list[str], conv_impls: list[str]) -> dict:
+    """{side name: config}: "jaxtrain" runs the first dropout PRNG and conv formulation; each
+    further one is its own side ("jaxtrain[rbg]", "jaxtrain[conv_impl=xla]"). Models without
+    convolutions ignore conv_impls."""
+
+    def variant(rng: str, conv: str):
+        side = c.copy_and_resolve_references()
+        side.dropout_rng = rng
+        if "conv_impl" in side.model:
+            side.model.conv_impl = conv
+        return side
+
+    sides = {"jaxtrain": variant(dropout_rngs[0], conv_impls[0])}
+    for rng in dropout_rngs[1:]:
+        sides[f"jaxtrain[{rng}]"] = variant(rng, conv_impls[0])
+    if "conv_impl" in c.model:
+        for conv in conv_impls[1:]:
+            sides[f"jaxtrain[conv_impl={conv}]"] = variant(dropout_rngs[0], conv)
+    return sides
+
+
+def compare_model(
+    name: str, c, steps: int, repeats: int, dropout_rngs: list[str], conv_impls: list[str]
+) -> dict:
+    """Interleaved repeats of torch and one jaxtrain side per variant (jaxtrain_variants)."""
     info = estimate.dataset_info(c)
     it = create_train_iterator(
         data_options(c), global_batch_size=c.batch_size, num_classes=info.num_classes
     )
     batches = [next(it) for _ in range(NUM_BATCHES)]
-    runs = {}
-    for i, impl in enumerate(dropout_rngs):
-        side = c.copy_and_resolve_references()
-        side.dropout_rng = impl
-        runs["jaxtrain" if i == 0 else f"jaxtrain[{impl}]"] = jaxtrain_side(side, info, batches)
+    runs = {
+        side: jaxtrain_side(config, info, batches)
+        for side, config in jaxtrain_variants(c, dropout_rngs, conv_impls).items()
+    }
     runs["torch"] = torch_side(c, info, batches)
     params = {side: int(n) for side, (_, n) in runs.items()}
     if len(set(params.values())) != 1:
@@ -210,6 +234,12 @@ def main() -> None:
         help="comma list of config.dropout_rng values, one jaxtrain side each (e.g. "
         "threefry2x32,rbg); the first is the headline jaxtrain side",
     )
+    parser.add_argument(
+        "--conv_impls",
+        default="auto",
+        help="comma list of model.conv_impl values (auto, xla, im2col), one jaxtrain side each "
+        "for the CNN; the first is the headline side",
+    )
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
@@ -227,12 +257,16 @@ def main() -> None:
     for impl in dropout_rngs:
         if impl not in DROPOUT_RNG_NAMES:
             raise SystemExit(f"--dropout_rngs: unknown {impl!r}; valid: {DROPOUT_RNG_NAMES}")
+    conv_impls = args.conv_impls.split(",")
+    for impl in conv_impls:
+        if impl not in CONV_IMPLS:
+            raise SystemExit(f"--conv_impls: unknown {impl!r}; valid: {', '.join(CONV_IMPLS)}")
     results = []
     for name in args.models.split(","):
         if name not in configs:
             raise SystemExit(f"--models: unknown {name!r}; valid: {', '.join(configs)}")
         config, steps = configs[name]
-        results.append(compare_model(name, config, steps, args.repeats, dropout_rngs))
+        results.append(compare_model(name, config, steps, args.repeats, dropout_rngs, conv_impls))
     print("\n| model | params | batch | side | steps/s | torch steps/s | side / torch |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
