@@ -32,7 +32,7 @@ def parse_value(text: str) -> Any:
     text = text.strip()
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
-    if text[:1] in "[(" and text[-1:] in "])":
+    if text and text[0] in "[(" and text[-1] in "])":
         return tuple(parse_value(v) for v in _split_top_level(text[1:-1]) if v.strip())
     for kind in (int, float):
         try:

@@ -50,6 +50,8 @@ def test_parse_space_flags():
     }
     for value in (3, 0.001, 1e-05, True, "adamw", (32, 64)):
         assert parse_value(format_value(value)) == value
+    # An empty value is the empty string (e.g. compare --b distill.teacher= : no teacher), not ().
+    assert parse_value("") == "" and parse_value("()") == ()
 
 
 @pytest.mark.parametrize(
