@@ -46,16 +46,26 @@ def flatten_by_path(tree: Any) -> dict[str, Any]:
     return {_path_key(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
+def _not_item_metadata_warning(record: logging.LogRecord) -> bool:
+    """Orbax warns that the `state` item directory has no _CHECKPOINT_METADATA when it is read
+    alone: that file belongs to the step directory one level up, so the warning is noise here."""
+    return "Metadata file does not exist" not in record.getMessage()
+
+
 def read_host_tree(step_dir: str, field: str = "config.init_from") -> dict[str, Any]:
     """A checkpoint step's `state` item as host numpy arrays; errors name `field`."""
     path = os.path.join(step_dir, "state")
     checkpointer = ocp.PyTreeCheckpointer()
+    absl_logger = logging.getLogger("absl")  # orbax logs through absl
+    absl_logger.addFilter(_not_item_metadata_warning)
     try:
         layout = checkpointer.metadata(path).item_metadata.tree
         as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), layout)
         return checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
     except Exception as e:  # noqa: BLE001 - report any unreadable checkpoint the same way
         raise CheckpointError(f"{field}: cannot read {path}: {e}") from e
+    finally:
+        absl_logger.removeFilter(_not_item_metadata_warning)
 
 
 def _merge(current: Any, saved: dict[str, np.ndarray], group: str, used: set[str]) -> Any:
