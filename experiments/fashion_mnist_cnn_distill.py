@@ -12,8 +12,13 @@ Commands: python -m jaxtrain train --config experiments/fashion_mnist_resnet.py 
           python -m jaxtrain train --config experiments/fashion_mnist_cnn_distill.py \
               --workdir runs/fm_cnn_alone --config.distill.teacher=       # the student alone
 Hardware: 2 CPU cores (x86_64), no GPU; jax 0.10.2 on CPU.
-Result:   not run: the teacher did not fit the shared CPU in the session that added this file
-          (a 600-step ResNet ran at 0.06 steps/s there); see docs/training.md ("Distillation").
+Result:   3 seeds each, 2026-12-02, AVX-512 EPYC VM, teacher runs/fm_resnet (test 0.9414), by
+          `python -m jaxtrain compare --config experiments/fashion_mnist_cnn_distill.py
+          --b distill.teacher= --seeds 3 --workdir runs/distill_compare` (paired seeds):
+          distilled 0.9199 +- 0.0010 (0.9208, 0.9188, 0.9200) vs alone 0.9191 +- 0.0002
+          (0.9190, 0.9189, 0.9194): +0.08 points, 95% CI [-0.16, +0.32], p = 0.30 (t), 0.5
+          (sign-flip): no significant gain. The declared >= 0.9203 (the demo's single run) is
+          missed by 0.0004. Training 1964 s (distilled, 3 seeds vmapped + teacher) vs 668 s.
 """
 
 import importlib.util
@@ -27,7 +32,7 @@ EXPECTED = Expected(
     value=0.9203,
     tolerance=0.0,
     check="at_least",
-    hardware="2 CPU cores (x86_64), jax 0.10.2; not yet run",
+    hardware="2 CPU cores (x86_64), jax 0.10.2",
     note="CNN student of the ResNet",
 )
 
