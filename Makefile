@@ -49,11 +49,13 @@ data: install fmnist-raw
 demo: data
 	$(BIN)/python -m jaxtrain train --config experiments/fashion_mnist_cnn.py --workdir $(DEMO_WORKDIR)
 
-# Two pytest sessions: everything on 1 CPU device, then the multidevice tests on 8 fake ones.
+# Two pytest sessions: everything on 1 CPU device, then the multidevice tests on 8 fake ones
+# (collecting only the files that have any: importing the others would only be deselected).
+MULTIDEVICE_FILES = $(shell grep -rl --include='test_*.py' multidevice tests)
 test: data
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 	JAXTRAIN_TEST_DEVICES=8 $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal \
-	  -m "multidevice and not slow" $(PYTEST_ARGS)
+	  -m "multidevice and not slow" $(PYTEST_ARGS) $(MULTIDEVICE_FILES)
 
 test-slow: data
 	$(BIN)/python -m pytest -q -m "slow and not multidevice" $(PYTEST_ARGS)

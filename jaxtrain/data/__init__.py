@@ -6,7 +6,7 @@ pipeline (the grain iterator over a source), loader (the entry point for the tra
 tokenize/tokenizer (text to ids), augment (image augmentation), fetch (files from PyPI).
 """
 
-from jaxtrain.data.image_source import read_image_split
+from jaxtrain.data.image_source import decode_image_splits, read_image_split
 from jaxtrain.data.loader import (
     NAMED_TOKENIZERS,
     DataOptions,
@@ -46,6 +46,7 @@ __all__ = [
     "create_eval_iterator",
     "create_train_iterator",
     "dataset_names",
+    "decode_image_splits",
     "default_dataset_names",
     "get_dataset_info",
     "get_task",

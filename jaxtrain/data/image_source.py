@@ -57,6 +57,17 @@ def open_image_source(
     return ImageSplit(images[rows], labels[rows], where, num_classes)
 
 
+def decode_image_splits(name: str, data_dir: str) -> list[str]:
+    """Decodes every TFDS split of a prepared image dataset into the decoded-split cache beside
+    it (see DECODED_DIR), so that the first run after `prepare` maps arrays instead of paying the
+    decode; returns the splits. A split already cached is only checked, not decoded again."""
+    builder = registry.load_builder(name, data_dir)
+    splits = sorted(builder.info.splits)
+    for tfds_split in splits:
+        _decoded_split(name, builder, tfds_split)
+    return splits
+
+
 def read_image_split(
     name: str, split: str, *, data_dir: str, validation_size: int, num_classes: int
 ) -> tuple[np.ndarray, np.ndarray]:

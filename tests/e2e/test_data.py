@@ -467,3 +467,25 @@ def test_decoded_splits_are_kept_on_disk_and_redone_when_damaged(data_dir, raw_a
     assert not isinstance(redone.images, np.memmap)
     np.testing.assert_array_equal(redone.images[..., 0], want_images)
     assert isinstance(open_test_split().images, np.memmap)  # written again
+
+
+def test_prepare_command_leaves_every_split_decoded(data_dir, raw_arrays, tmp_path, run_cli):
+    """`prepare` of an image dataset also writes its decoded splits, so the first training run
+    maps them instead of decoding; they equal the raw IDX files."""
+    prepared = fashion_mnist.FashionMnist(data_dir=data_dir).data_dir  # DIR/NAME/VERSION
+    copy = tmp_path / "data"
+    shutil.copytree(
+        pathlib.Path(prepared).parent,
+        copy / pathlib.Path(prepared).parent.name,
+        ignore=shutil.ignore_patterns(image_source.DECODED_DIR),
+    )
+    assert not list(copy.glob(f"**/{image_source.DECODED_DIR}"))
+    result = run_cli("prepare", "fashion_mnist", "--data_dir", str(copy))
+    assert result.returncode == 0, result.stderr[-2000:]
+    for split in ("train", "test"):
+        images, labels = (
+            np.load(next(copy.glob(f"**/{image_source.DECODED_DIR}/{split}-*.{kind}.npy")))
+            for kind in ("images", "labels")
+        )
+        np.testing.assert_array_equal(images[..., 0], raw_arrays[split][0])
+        np.testing.assert_array_equal(labels, raw_arrays[split][1])
