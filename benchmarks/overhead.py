@@ -9,7 +9,8 @@ the first interval (compilation) dropped; the final evaluation lies outside ever
 
 Hand side: the control the framework is measured against, so it is written against nnx/optax/jax
 directly rather than through jaxtrain's step: the same model (`jaxtrain.models` is the model, not
-the framework), AdamW with the same hyperparameters and schedule, the same loss, a donated
+the framework), AdamW with the same hyperparameters and schedule (`hand_loop.hand_optimizer`,
+written on optax directly), the same loss, a donated
 `jax.jit` step, and batches of the same train split preloaded into RAM, so its input costs ~0.
 
 Both sides run in one process, interleaved A B, B A, ... (drift on a shared machine hits both),
@@ -39,6 +40,7 @@ from report import emit
 from jaxtrain import data as data_lib
 from jaxtrain import models
 from jaxtrain.build import resolve_data_dir
+from jaxtrain.tools.hand_loop import hand_optimizer
 from jaxtrain.train import data_options, train_and_evaluate
 from jaxtrain.writers import read_metrics
 
@@ -77,36 +79,6 @@ def time_jaxtrain(c: ml_collections.ConfigDict, workdir: str) -> float:
     return steps / seconds
 
 
-def _hand_optimizer(c: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """optax.adamw with the config's hyperparameters, built directly (no jaxtrain.optim)."""
-    o = c.optimizer
-    unsupported = {
-        "optimizer.name": o.name != "adamw",
-        "optimizer.schedule": o.schedule not in ("cosine", "warmup_cosine"),
-        "optimizer.clip_norm": o.clip_norm > 0,
-        "optimizer.grad_accum_steps": o.grad_accum_steps != 1,
-    }
-    for field, bad in unsupported.items():
-        if bad:
-            raise ValueError(f"config.{field}: the hand-written baseline only does plain AdamW")
-    # optax's decay_steps counts the warmup too, matching jaxtrain's warmup + cosine over the rest.
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0,
-        peak_value=o.learning_rate,
-        warmup_steps=o.warmup_steps,
-        decay_steps=c.total_steps,
-        end_value=o.learning_rate * o.end_lr_factor,
-    )
-    return optax.adamw(
-        schedule,
-        b1=o.b1,
-        b2=o.b2,
-        eps=o.eps,
-        weight_decay=o.weight_decay,
-        mask=lambda params: jax.tree.map(lambda p: p.ndim > 1, params),  # kernels only
-    )
-
-
 def _hand_model(c: ml_collections.ConfigDict, in_shape: tuple[int, ...]) -> nnx.Module:
     fields = {k: v for k, v in c.model.items() if k != "name"}
     return models.create_model(c.model.name, in_shape=in_shape, rngs=nnx.Rngs(c.seed), **fields)
@@ -114,7 +86,7 @@ def _hand_model(c: ml_collections.ConfigDict, in_shape: tuple[int, ...]) -> nnx.
 
 def make_hand_loop(c: ml_collections.ConfigDict, in_shape: tuple[int, ...]):
     """Returns (init, step): init() -> carry; step(carry, image, label) -> (carry, loss)."""
-    tx = _hand_optimizer(c)
+    tx = hand_optimizer(c)
     graphdef, _, _ = nnx.split(_hand_model(c, in_shape), nnx.Param, ...)
     seed, smoothing, num_classes = c.seed, c.loss.label_smoothing, c.model.num_classes
 

@@ -24,7 +24,9 @@ PRELOADED_BATCHES = 32  # cycled by the hand loop; distinct enough that caching 
 HAND_WARMUP_STEPS = 10  # compiles on the first repeat; afterwards just settles the caches
 
 
-def _hand_optimizer(c: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def hand_optimizer(c: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """optax.adamw (after global-norm clipping when optimizer.clip_norm > 0) with the config's
+    hyperparameters and schedule, built on optax directly (no jaxtrain.optim)."""
     o = c.optimizer
     unsupported = {
         "optimizer.name": o.name != "adamw",
@@ -58,7 +60,7 @@ def make_hand_loop(c: ml_collections.ConfigDict, info: DatasetInfo, mesh):
     if c.data.packing != "none":
         return None, "the hand loop reads plain LM windows (data.packing=none)"
     try:
-        tx = _hand_optimizer(c)
+        tx = hand_optimizer(c)
     except ConfigError as e:
         return None, str(e)
     create = models.create_model_factory(model_settings(c, info))
